@@ -1,0 +1,1 @@
+"""Sub-commands of the ``vlavit`` CLI (see :mod:`transformers_vlavit.cli`)."""
