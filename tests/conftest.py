@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+# Tiny models on a 2-core machine run fastest single-threaded; subprocesses (CLI, accelerate launch)
+# inherit the environment variable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 

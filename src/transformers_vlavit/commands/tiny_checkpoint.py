@@ -1,0 +1,34 @@
+"""`vlavit tiny-checkpoint DIR`: write a tiny random but complete Video-LaVIT checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `tiny-checkpoint` sub-command."""
+    parser = subparsers.add_parser(
+        "tiny-checkpoint",
+        help="write a tiny random Video-LaVIT checkpoint (model, processor, tokenizer, detokenizers)",
+        description=(
+            "Write a tiny random but complete checkpoint: the causal LM with both tokenizers, the processor "
+            "with a locally trained tokenizer and chat template, and the tiny detokenizers under "
+            "DIR/detokenizer. "
+            "Load it with trust_remote_code=True."
+        ),
+    )
+    parser.add_argument("directory", metavar="DIR", help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    parser.add_argument(
+        "--no-detokenizers", action="store_true", help="leave out the diffusers detokenizer pipelines"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the checkpoint and report where it went."""
+    from transformers_vlavit.tiny_checkpoint import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(args.directory, seed=args.seed, with_detokenizers=not args.no_detokenizers)
+    print(f"tiny Video-LaVIT checkpoint written to {path}")
+    return 0

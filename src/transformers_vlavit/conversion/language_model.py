@@ -1,0 +1,141 @@
+"""Weight names of the released language models -> :class:`VideoLaVITForCausalLM`.
+
+The released ``language_model/`` (generation) and ``language_model_sft/`` (understanding) folders hold
+a transformers-4.33 ``LlamaForCausalLM`` state dict: ``model.embed_tokens``, ``model.layers.<i>.*``,
+``model.norm``, ``lm_head``, which keep their names here (our backbone is transformers' ``LlamaModel``
+under ``model.``). The SFT model also stores both tokenizers inside the backbone, as
+``model.visual_tokenizer.*`` and ``model.motion_tokenizer.*``; they move to our top-level
+``visual_tokenizer.*`` / ``motion_tokenizer.*`` through the tokenizers' own converters. The
+generation model has no tokenizer weights: pass the visual tokenizer's files
+(``combine_released_visual_tokenizer_state_dicts``) and ``motion_tokenizer.bin`` to
+:func:`convert_video_lavit_state_dict`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import torch
+
+from ..configuration_video_lavit import VideoLaVITConfig
+from .motion_tokenizer import DROPPED_KEYS as MOTION_TOKENIZER_DROPPED_KEYS
+from .motion_tokenizer import convert_motion_tokenizer_state_dict
+from .visual_tokenizer import DROPPED_KEYS as VISUAL_TOKENIZER_DROPPED_KEYS
+from .visual_tokenizer import convert_visual_tokenizer_state_dict
+
+VISUAL_TOKENIZER_PREFIX = "model.visual_tokenizer."
+MOTION_TOKENIZER_PREFIX = "model.motion_tokenizer."
+
+# original name or fnmatch pattern -> why it is left out
+DROPPED_KEYS: dict[str, str] = {
+    "model.layers.*.self_attn.rotary_emb.inv_freq": (
+        "rotary frequencies: a buffer that old transformers versions saved; LlamaRotaryEmbedding "
+        "recomputes it from the config"
+    ),
+    **{f"{VISUAL_TOKENIZER_PREFIX}{name}": reason for name, reason in VISUAL_TOKENIZER_DROPPED_KEYS.items()},
+    **{f"{MOTION_TOKENIZER_PREFIX}{name}": reason for name, reason in MOTION_TOKENIZER_DROPPED_KEYS.items()},
+}
+
+# names of LlamaForCausalLM that are ours unchanged
+_LLAMA_PATTERNS = ("model.embed_tokens.weight", "model.layers.*", "model.norm.weight", "lm_head.weight")
+
+
+class UnknownLanguageModelWeightError(KeyError):
+    """A tensor name of the original language model that the converter does not know."""
+
+
+def _is_dropped(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in DROPPED_KEYS)
+
+
+def convert_language_model_state_dict(
+    original_state_dict: dict[str, torch.Tensor], config: VideoLaVITConfig | None = None
+) -> dict[str, torch.Tensor]:
+    """Convert a released ``language_model`` / ``language_model_sft`` state dict to our names.
+
+    Args:
+        original_state_dict: the Llama tensors under their original names (all shards merged), possibly
+            with ``model.visual_tokenizer.*`` / ``model.motion_tokenizer.*`` (SFT checkpoint).
+        config: the target model's config; its motion tokenizer config tells how the flat block list
+            regroups into stages. Defaults to the released size.
+
+    Returns:
+        A state dict for ``VideoLaVITForCausalLM``: Llama names unchanged, tokenizer tensors under
+        ``visual_tokenizer.`` / ``motion_tokenizer.``, ``DROPPED_KEYS`` left out.
+
+    Raises:
+        UnknownLanguageModelWeightError: for a name that is neither converted nor listed in ``DROPPED_KEYS``.
+    """
+    motion_config = config.motion_tokenizer_config if config is not None else None
+    converted: dict[str, torch.Tensor] = {}
+    visual, motion = {}, {}
+    for name, tensor in original_state_dict.items():
+        if name.startswith(VISUAL_TOKENIZER_PREFIX):
+            visual[name.removeprefix(VISUAL_TOKENIZER_PREFIX)] = tensor
+        elif name.startswith(MOTION_TOKENIZER_PREFIX):
+            motion[name.removeprefix(MOTION_TOKENIZER_PREFIX)] = tensor
+        elif _is_dropped(name):
+            continue
+        elif any(fnmatch.fnmatchcase(name, pattern) for pattern in _LLAMA_PATTERNS):
+            converted[name] = tensor
+        else:
+            raise UnknownLanguageModelWeightError(
+                f"{name!r} is not a Llama weight of the released language model nor listed in DROPPED_KEYS; "
+                "check that the state dict comes from language_model/ or language_model_sft/."
+            )
+    if visual:
+        converted.update(_prefixed("visual_tokenizer.", convert_visual_tokenizer_state_dict(visual)))
+    if motion:
+        converted.update(
+            _prefixed("motion_tokenizer.", convert_motion_tokenizer_state_dict(motion, motion_config))
+        )
+    return converted
+
+
+def convert_video_lavit_state_dict(
+    language_model_state_dict: dict[str, torch.Tensor],
+    visual_tokenizer_state_dict: dict[str, torch.Tensor] | None = None,
+    motion_tokenizer_state_dict: dict[str, torch.Tensor] | None = None,
+    config: VideoLaVITConfig | None = None,
+) -> dict[str, torch.Tensor]:
+    """The whole ``VideoLaVITForCausalLM`` state dict from the released files.
+
+    Args:
+        language_model_state_dict: ``language_model/`` or ``language_model_sft/`` tensors (original names).
+        visual_tokenizer_state_dict: the visual tokenizer under original names, e.g. from
+            ``combine_released_visual_tokenizer_state_dicts`` (with ``visual_weight.bin`` for
+            understanding); replaces any ``model.visual_tokenizer.*`` of the language model.
+        motion_tokenizer_state_dict: ``motion_tokenizer.bin`` (original names); replaces any
+            ``model.motion_tokenizer.*`` of the language model.
+        config: the target config (see :func:`convert_language_model_state_dict`).
+
+    Returns:
+        A state dict that ``VideoLaVITForCausalLM.load_state_dict(..., strict=True)`` accepts when the
+        tokenizers are present in one of the inputs.
+    """
+    converted = convert_language_model_state_dict(language_model_state_dict, config)
+    if visual_tokenizer_state_dict is not None:
+        converted.update(
+            _prefixed("visual_tokenizer.", convert_visual_tokenizer_state_dict(visual_tokenizer_state_dict))
+        )
+    if motion_tokenizer_state_dict is not None:
+        motion_config = config.motion_tokenizer_config if config is not None else None
+        converted.update(
+            _prefixed(
+                "motion_tokenizer.",
+                convert_motion_tokenizer_state_dict(motion_tokenizer_state_dict, motion_config),
+            )
+        )
+    return converted
+
+
+def _prefixed(prefix: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}{name}": tensor for name, tensor in state_dict.items()}
+
+
+__all__ = [
+    "DROPPED_KEYS",
+    "UnknownLanguageModelWeightError",
+    "convert_language_model_state_dict",
+    "convert_video_lavit_state_dict",
+]

@@ -1,0 +1,144 @@
+"""Released language-model weight names -> VideoLaVITForCausalLM, through conversion/language_model.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from transformers_vlavit.configuration_video_lavit import VideoLaVITConfig
+from transformers_vlavit.conversion.language_model import (
+    DROPPED_KEYS,
+    UnknownLanguageModelWeightError,
+    convert_language_model_state_dict,
+    convert_video_lavit_state_dict,
+)
+from transformers_vlavit.modeling_motion_tokenizer import VideoLaVITMotionTokenizer
+from transformers_vlavit.modeling_video_lavit import VideoLaVITForCausalLM
+from transformers_vlavit.modeling_visual_tokenizer import VideoLaVITVisualTokenizer
+
+
+def original_llama_names(model: VideoLaVITForCausalLM) -> dict[str, torch.Tensor]:
+    """What a transformers-4.33 LlamaForCausalLM checkpoint of the same size holds (with rotary buffers)."""
+    original = {
+        name: tensor for name, tensor in model.state_dict().items() if name.startswith(("model.", "lm_head."))
+    }
+    head_dim = model.config.text_config.head_dim
+    for layer in range(model.config.text_config.num_hidden_layers):
+        original[f"model.layers.{layer}.self_attn.rotary_emb.inv_freq"] = torch.ones(
+            head_dim // 2, device="meta"
+        )
+    return original
+
+
+def golden_config(description_visual: dict, description_motion: dict, **text) -> VideoLaVITConfig:
+    """The composite config at the golden tokenizers' sizes."""
+    visual, motion = description_visual["config"], description_motion["config"]
+    return VideoLaVITConfig(
+        text_config={
+            "hidden_size": visual["llm_hidden_size"],
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            **text,
+        },
+        visual_tokenizer_config={
+            "image_size": visual["image_size"],
+            "patch_size": visual["patch_size"],
+            "hidden_size": visual["vit_width"],
+            "num_hidden_layers": visual["vit_layers"],
+            "num_attention_heads": visual["vit_heads"],
+            "merger_num_hidden_layers": visual["merger_layers"],
+            "merger_num_attention_heads": visual["vit_heads"],
+            "codebook_size": visual["codebook_size"],
+            "code_dim": visual["code_dim"],
+            "llm_hidden_size": visual["llm_hidden_size"],
+        },
+        motion_tokenizer_config={
+            "hidden_size": motion["dim"],
+            "num_attention_heads": motion["num_heads"],
+            "stage_depths": tuple(motion["stages"]),
+            "grid_size": tuple(motion["grid_hw"]),
+            "num_frames": motion["num_frames"],
+            "codebook_size": motion["codebook_size"],
+            "code_dim": motion["code_dim"],
+            "layer_norm_eps": motion["ln_eps"],
+        },
+    )
+
+
+def test_llama_names_map_unchanged_and_rotary_buffers_are_dropped():
+    torch.manual_seed(0)
+    model = VideoLaVITForCausalLM(VideoLaVITConfig.tiny())
+    original = {
+        name: tensor.clone()
+        for name, tensor in model.state_dict().items()
+        if name.startswith(("model.", "lm_head."))
+    }
+    original["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)
+    converted = convert_language_model_state_dict(original)
+    assert "model.layers.0.self_attn.rotary_emb.inv_freq" not in converted
+    assert set(converted) == set(original) - {"model.layers.0.self_attn.rotary_emb.inv_freq"}
+    assert all(torch.equal(converted[name], original[name]) for name in converted)
+    assert "model.layers.*.self_attn.rotary_emb.inv_freq" in DROPPED_KEYS
+    with pytest.raises(UnknownLanguageModelWeightError, match="model.extra_projection.weight"):
+        convert_language_model_state_dict({**original, "model.extra_projection.weight": torch.ones(1)})
+
+
+def test_golden_sft_checkpoint_loads_strictly_and_its_tokenizers_match(golden_file):
+    visual_tensors, visual_description = golden_file("visual_tokenizer")
+    motion_tensors, motion_description = golden_file("motion_tokenizer")
+    config = golden_config(visual_description, motion_description, num_attention_heads=32)
+    with torch.device("meta"):
+        model = VideoLaVITForCausalLM(config)
+    # the tokenizers are small enough to run: build them for real, keep the 49412 x 4096 Llama on meta
+    model.visual_tokenizer = VideoLaVITVisualTokenizer(config.visual_tokenizer_config)
+    model.motion_tokenizer = VideoLaVITMotionTokenizer(config.motion_tokenizer_config)
+    sft_checkpoint = original_llama_names(model)
+    for prefix, tensors in (
+        ("model.visual_tokenizer.", visual_tensors),
+        ("model.motion_tokenizer.", motion_tensors),
+    ):
+        sft_checkpoint.update(
+            {
+                prefix + name.removeprefix("model."): t
+                for name, t in tensors.items()
+                if name.startswith("model.")
+            }
+        )
+
+    converted = convert_language_model_state_dict(sft_checkpoint, config)
+    model.load_state_dict(converted, strict=True, assign=True)
+
+    model.eval()
+    with torch.no_grad():
+        motion_ids = model.motion_tokenizer.encode(motion_tensors["input.motion"])
+        visual_ids = torch.cat(model.visual_tokenizer.tokenize(visual_tensors["input.pixel_values"]))
+    assert torch.equal(motion_ids, motion_tensors["output.tokens"].long())
+    assert torch.equal(visual_ids, visual_tensors["output.token_ids"].long())
+
+
+def test_golden_full_size_manifest_maps_onto_the_released_model(golden_dir):
+    manifest = json.loads((golden_dir / "manifest_full_size.json").read_text())
+    config = VideoLaVITConfig()
+    with torch.device("meta"):
+        model = VideoLaVITForCausalLM(config)
+        language_model = original_llama_names(model)
+        visual = {name: torch.empty(shape) for name, shape in manifest["visual_tokenizer"].items()}
+        motion = {name: torch.empty(shape) for name, shape in manifest["motion_tokenizer"].items()}
+    # generation layout: tokenizers from their own files; SFT layout: inside the language model
+    layouts = {
+        "generation": convert_video_lavit_state_dict(language_model, visual, motion, config),
+        "sft": convert_language_model_state_dict(
+            {
+                **language_model,
+                **{f"model.visual_tokenizer.{name}": t for name, t in visual.items()},
+                **{f"model.motion_tokenizer.{name}": t for name, t in motion.items()},
+            },
+            config,
+        ),
+    }
+    expected = {name: tensor.numel() for name, tensor in model.state_dict().items()}
+    assert expected["lm_head.weight"] == 49412 * 4096
+    for converted in layouts.values():
+        assert {name: tensor.numel() for name, tensor in converted.items()} == expected
