@@ -29,7 +29,8 @@ setup(
     ],
     extras_require={
         "train": ["datasets>=3.0", "peft>=0.15", "trl>=0.20"],
-        "test": ["pytest>=8", "datasets>=3.0", "peft>=0.15", "trl>=0.20"],
+        "convert": ["sentencepiece>=0.2"],
+        "test": ["pytest>=8", "sentencepiece>=0.2", "datasets>=3.0", "peft>=0.15", "trl>=0.20"],
     },
     entry_points={"console_scripts": ["vlavit=transformers_vlavit.cli:main"]},
 )
