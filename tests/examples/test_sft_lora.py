@@ -1,0 +1,170 @@
+"""Stage 3 (`examples/sft.py`, `VideoLaVITSFTCollator`): answer-only labels, LoRA training and merging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from PIL import Image
+
+from transformers_vlavit import (
+    VideoLaVITForCausalLM,
+    VideoLaVITProcessor,
+    decompose_video,
+    write_synthetic_video,
+)
+from transformers_vlavit.data_collator import CollatorInputError, VideoLaVITSFTCollator
+from transformers_vlavit.tiny_checkpoint import write_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def sft(scripts):
+    """`examples/sft.py` imported as a module."""
+    return scripts.load(scripts.examples / "sft.py")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model", with_detokenizers=False)
+
+
+@pytest.fixture(scope="module")
+def processor(checkpoint) -> VideoLaVITProcessor:
+    return VideoLaVITProcessor.from_pretrained(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def video_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("videos") / "clip.mp4"
+    write_synthetic_video(path, width=160, height=128, duration=4.5, fps=12)
+    return str(path)
+
+
+def conversations(video_path: str) -> list[dict]:
+    image = Image.new("RGB", (64, 48), (220, 30, 30))
+    return [
+        {
+            "messages": [
+                {"role": "system", "content": "You describe videos."},
+                {"role": "user", "content": "<video>\nWhat happens?"},
+                {"role": "assistant", "content": "Shapes move."},
+                {"role": "user", "content": "Which colors?"},
+                {"role": "assistant", "content": "Many colors."},
+            ],
+            "videos": [video_path],
+            "images": [],
+        },
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+                {"role": "assistant", "content": "A red box."},
+            ],
+            "videos": [],
+            "images": [image],
+        },
+    ]
+
+
+def test_sft_collator_labels_only_assistant_answers(checkpoint, processor, video_path):
+    batch = VideoLaVITSFTCollator(processor)(conversations(video_path))
+    tokenizer = processor.tokenizer
+    answers = [tokenizer.decode(batch["input_ids"][row][batch["labels"][row] != -100]) for row in range(2)]
+    assert answers == ["Shapes move. \\n </s> Many colors. \\n </s>", "A red box. \\n </s>"]
+    # the turn end (</s>) of every answer is a target, so that the model learns to stop
+    assert int((batch["labels"] == tokenizer.eos_token_id).sum()) == 3
+    for row in range(2):
+        prompt = tokenizer.decode(
+            batch["input_ids"][row][batch["labels"][row] == -100], skip_special_tokens=False
+        )
+        assert "USER:" in prompt and "ASSISTANT:" in prompt
+    assert "You describe videos." in tokenizer.decode(batch["input_ids"][0][batch["labels"][0] == -100])
+    placeholders = (batch["input_ids"] == processor.video_token_id) | (
+        batch["input_ids"] == processor.image_token_id
+    )
+    assert placeholders.sum() == 2 and (batch["labels"][placeholders] == -100).all()
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+    assert (
+        batch["pixel_values_videos"].shape[0]
+        == batch["motion_vectors"].shape[0]
+        == int(batch["clips_per_video"].sum())
+    )
+
+    # spliced into the model, the keyframe and motion positions are not targets either
+    model = VideoLaVITForCausalLM.from_pretrained(checkpoint)
+    expanded = model.prepare_multimodal_inputs(
+        batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixel_values"],
+        batch["pixel_values_videos"], batch["motion_vectors"], batch["clips_per_video"],
+    )  # fmt: skip
+    assert int((expanded.labels != -100).sum()) == int((batch["labels"] != -100).sum())
+    assert torch.isfinite(model(**batch).loss)
+
+    # stored clips (as datasets/prepare_instructions.py writes them) give the same batch as the file
+    clips = decompose_video(video_path)
+    stored = conversations(video_path)
+    stored[0].update(
+        keyframes=clips.keyframes, motion_vectors=clips.motion_vectors.numpy(), clips_per_video=[1]
+    )
+    stored_batch = VideoLaVITSFTCollator(processor)(stored)
+    for key in ("input_ids", "labels", "pixel_values_videos", "motion_vectors", "clips_per_video"):
+        assert torch.equal(stored_batch[key], batch[key]), key
+
+    with pytest.raises(CollatorInputError, match="assistant"):
+        VideoLaVITSFTCollator(processor)([{"messages": [{"role": "user", "content": "hi"}]}])
+
+
+def test_sft_lora_train_save_load_merge(sft, checkpoint, processor, video_path, tmp_path):
+    from peft import PeftModel
+
+    rows = conversations(video_path)
+    rows[1]["images"] = []
+    rows[1]["messages"][0]["content"] = "What is two plus two?"
+    rows.append(
+        {
+            "messages": [
+                {"role": "user", "content": "<video>\nDescribe it."},
+                {"role": "assistant", "content": "A synthetic clip of drifting shapes."},
+            ],
+            "videos": [video_path],
+            "images": [],
+        }
+    )
+    data = tmp_path / "conversations"
+    Dataset.from_list(rows).save_to_disk(data)
+    output_dir, merged_dir = tmp_path / "adapter", tmp_path / "merged"
+    trainer = sft.main(
+        [
+            "--model", str(checkpoint), "--train_data", str(data), "--use_lora", "--lora_r", "8",
+            "--lora_dropout", "0.0", "--output_dir", str(output_dir), "--merged_output_dir", str(merged_dir),
+            "--max_steps", "12", "--per_device_train_batch_size", "3", "--learning_rate", "1e-2",
+            "--lr_scheduler_type", "constant",
+            "--logging_steps", "1", "--use_cpu", "--bf16", "false", "--gradient_checkpointing", "false",
+            "--report_to", "none", "--save_strategy", "no", "--seed", "0",
+        ]
+    )  # fmt: skip
+    losses = sft.losses(trainer)
+    print(f"stage-3 tiny LoRA over-fit: first loss {losses[0]:.4f}, last loss {losses[-1]:.4f}")
+    assert losses[-1] < 0.9 * losses[0]
+
+    # only LoRA matrices of the language model were trained
+    trainable = [name for name, parameter in trainer.model.named_parameters() if parameter.requires_grad]
+    assert trainable and all("lora_" in name and ".model.layers." in name for name in trainable)
+    assert not any("tokenizer" in name for name in trainable)
+    assert (output_dir / "adapter_config.json").is_file() and (
+        output_dir / "adapter_model.safetensors"
+    ).is_file()
+
+    base = VideoLaVITForCausalLM.from_pretrained(checkpoint).eval()
+    batch = VideoLaVITSFTCollator(processor)(rows[:2])
+    with torch.no_grad():
+        base_logits = base(**batch).logits
+        adapted = PeftModel.from_pretrained(base, output_dir).eval()
+        adapter_logits = adapted(**batch).logits
+        merged = adapted.merge_and_unload()
+        merged_logits = merged(**batch).logits
+        saved_logits = VideoLaVITForCausalLM.from_pretrained(merged_dir).eval()(**batch).logits
+    assert not torch.allclose(base_logits, adapter_logits, atol=1e-3)
+    torch.testing.assert_close(merged_logits, adapter_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(saved_logits, adapter_logits, atol=1e-4, rtol=1e-4)
+    assert not any("lora" in name for name in merged.state_dict())

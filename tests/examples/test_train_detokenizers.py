@@ -1,0 +1,125 @@
+"""Stage 1 detokenizers (`examples/train_video_detokenizer.py`, `examples/train_keyframe_detokenizer.py`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusers_vlavit.tiny import write_tiny_detokenizers
+
+
+@pytest.fixture(scope="module")
+def detokenizers(tmp_path_factory) -> dict[str, Path]:
+    return write_tiny_detokenizers(tmp_path_factory.mktemp("detokenizers"))
+
+
+@pytest.fixture(scope="module")
+def video_script(scripts):
+    """`examples/train_video_detokenizer.py` imported as a module."""
+    return scripts.load(scripts.examples / "train_video_detokenizer.py")
+
+
+@pytest.fixture(scope="module")
+def keyframe_script(scripts):
+    """`examples/train_keyframe_detokenizer.py` imported as a module."""
+    return scripts.load(scripts.examples / "train_keyframe_detokenizer.py")
+
+
+def test_edm_preconditioning_matches_the_euler_scheduler(video_script, detokenizers):
+    from diffusers import EulerDiscreteScheduler
+
+    scheduler = EulerDiscreteScheduler.from_pretrained(detokenizers["video"] / "scheduler")
+    sigmas = torch.tensor([0.05, 1.0, 30.0])
+    coefficients = video_script.edm_preconditioning(sigmas)
+    sample, model_output = torch.randn(3, 2, 4, 2, 2), torch.randn(3, 2, 4, 2, 2)
+    for row, sigma in enumerate(sigmas):
+        scheduler.set_timesteps(5)
+        scheduler.sigmas[0] = sigma  # the scheduler's own formulas at this noise level
+        scheduler._step_index = 0
+        scaled = scheduler.scale_model_input(sample[row : row + 1], scheduler.timesteps[0])
+        torch.testing.assert_close(scaled, coefficients["c_in"][row] * sample[row : row + 1])
+        denoised = scheduler.step(
+            model_output[row : row + 1], scheduler.timesteps[0], sample[row : row + 1]
+        ).pred_original_sample
+        expected = (
+            coefficients["c_skip"][row] * sample[row : row + 1]
+            + coefficients["c_out"][row] * model_output[row : row + 1]
+        )
+        torch.testing.assert_close(denoised, expected)
+    torch.testing.assert_close(coefficients["c_noise"], 0.25 * sigmas.log())
+
+
+def fixed_batch_loss(script, pipe, args, batch, *extra) -> float:
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        return float(script.denoising_loss(pipe, *extra, batch, args, generator=generator))
+
+
+def test_train_video_detokenizer_loss_falls_and_resumes(video_script, detokenizers, tmp_path):
+    from diffusers_vlavit.pipelines.pipeline_video import VideoLaVITVideoPipeline
+
+    output_dir = tmp_path / "video"
+    argv = [
+        "--pipeline", str(detokenizers["video"]), "--synthetic_videos", "1", "--resolution", "32",
+        "--output_dir", str(output_dir), "--learning_rate", "1e-3", "--condition_dropout", "0.0",
+        "--checkpointing_steps", "3", "--seed", "0",
+    ]  # fmt: skip
+    losses = video_script.main([*argv, "--max_steps", "3"])
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+
+    args = video_script.parse_args([*argv, "--max_steps", "3"])
+    batch = video_script.collate(
+        video_script.video_clips(output_dir / "synthetic_videos" / "synthetic_0.mp4", args)
+    )
+    start = VideoLaVITVideoPipeline.from_pretrained(detokenizers["video"], trust_remote_code=True)
+    trained = VideoLaVITVideoPipeline.from_pretrained(output_dir, trust_remote_code=True)
+    before = fixed_batch_loss(video_script, start, args, batch, start.unet, start.motion_encoder)
+    after = fixed_batch_loss(video_script, trained, args, batch, trained.unet, trained.motion_encoder)
+    print(
+        f"video detokenizer: losses {losses[0]:.4f} .. {losses[-1]:.4f}; fixed batch {before:.4f} -> "
+        f"{after:.4f}"
+    )
+    assert after < 0.8 * before
+
+    # resume: step, model, optimizer and RNG come back from checkpoint-3; only the missing step runs
+    assert json.loads((output_dir / "checkpoint-3" / "step.json").read_text()) == {"step": 3}
+    resumed = video_script.main([*argv, "--max_steps", "4", "--resume_from_checkpoint", "latest"])
+    assert len(resumed) == 1 and (output_dir / "checkpoint-3" / "optimizer.bin").is_file()
+
+
+def test_train_keyframe_detokenizer_loss_falls_and_resumes(keyframe_script, detokenizers, tmp_path):
+    from diffusers_vlavit.pipelines.pipeline_keyframe import VideoLaVITKeyframePipeline
+
+    output_dir = tmp_path / "keyframe"
+    argv = [
+        "--pipeline", str(detokenizers["keyframe"]), "--synthetic_videos", "2", "--resolution", "64",
+        "--output_dir", str(output_dir), "--learning_rate", "2e-3", "--condition_dropout", "0.0",
+        "--train_batch_size", "2", "--checkpointing_steps", "8", "--seed", "0",
+    ]  # fmt: skip
+    losses = keyframe_script.main([*argv, "--max_steps", "8"])
+    assert len(losses) == 8
+
+    args = keyframe_script.parse_args([*argv, "--max_steps", "8"])
+    batch = keyframe_script.collate(keyframe_script.training_images(args), *args.resolution)
+    start = VideoLaVITKeyframePipeline.from_pretrained(detokenizers["keyframe"], trust_remote_code=True)
+    trained = VideoLaVITKeyframePipeline.from_pretrained(output_dir, trust_remote_code=True)
+    scheduler = keyframe_script.DDPMScheduler.from_config(start.scheduler.config)
+    # the same timesteps and noise many times over: a low-variance estimate of the fixed batch's loss
+    batch = {"pixels": batch["pixels"].repeat(8, 1, 1, 1), "images": batch["images"] * 8}
+    before = fixed_batch_loss(
+        keyframe_script, start, args, batch, start.unet, start.keyframe_decoder, scheduler
+    )
+    after = fixed_batch_loss(
+        keyframe_script, trained, args, batch, trained.unet, trained.keyframe_decoder, scheduler
+    )
+    print(
+        f"keyframe detokenizer: losses {losses[0]:.4f} .. {losses[-1]:.4f}; fixed batch {before:.4f} -> "
+        f"{after:.4f}"
+    )
+    assert after < before
+
+    resumed = keyframe_script.main([*argv, "--max_steps", "9", "--resume_from_checkpoint", "latest"])
+    assert len(resumed) == 1
