@@ -1,0 +1,210 @@
+"""Tiny random-weight Video-LaVIT detokenizers, for tests, demos and ``vlavit tiny-checkpoint``.
+
+They have the released architecture at a few thousandth of its width, so a whole reconstruction runs on a
+CPU in seconds; their outputs are noise-like, not videos.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLTemporalDecoder,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    UNet2DConditionModel,
+)
+
+from transformers_vlavit.configuration_video_lavit import VideoLaVITConfig
+from transformers_vlavit.modeling_motion_tokenizer import VideoLaVITMotionTokenizer
+from transformers_vlavit.modeling_visual_tokenizer import VideoLaVITVisualTokenizer
+
+from .models.keyframe_decoder import KeyframeTokenDecoder
+from .models.motion_condition_encoder import MotionConditionEncoder
+from .models.unet_spatio_temporal_motion import UNetSpatioTemporalMotionModel
+from .pipelines.pipeline_keyframe import VideoLaVITKeyframePipeline
+from .pipelines.pipeline_video import VideoLaVITVideoPipeline
+
+# latent side of both tiny U-Nets; with the 8x VAEs the default output is 64 x 64 pixels
+TINY_LATENT_SIZE = 8
+TINY_SUBFOLDERS = {"keyframe": "keyframe", "video": "video"}
+
+
+def tiny_sdxl_scheduler() -> EulerAncestralDiscreteScheduler:
+    """The SDXL Euler-ancestral scheduler configuration the released keyframe detokenizer uses."""
+    return EulerAncestralDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+
+
+def tiny_edm_scheduler() -> EulerDiscreteScheduler:
+    """Stable Video Diffusion's EDM Euler scheduler configuration (the video detokenizer's)."""
+    return EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        interpolation_type="linear",
+        use_karras_sigmas=True,
+        sigma_min=0.002,
+        sigma_max=700.0,
+        timestep_type="continuous",
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+
+
+def _tiny_vae_channels() -> tuple[int, ...]:
+    # four levels keep the real 8x down-sampling; 32 channels is the smallest the fixed GroupNorm(32) allows
+    return (32, 32, 32, 32)
+
+
+def build_tiny_keyframe_pipeline(
+    visual_tokenizer: VideoLaVITVisualTokenizer | None = None, seed: int = 0
+) -> VideoLaVITKeyframePipeline:
+    """A tiny random keyframe pipeline (64 x 64 images by default).
+
+    Args:
+        visual_tokenizer: the visual tokenizer whose codes it renders; default: a random one with the
+            ``VideoLaVITConfig.tiny()`` visual tokenizer configuration.
+        seed: seed of every random weight.
+    """
+    if visual_tokenizer is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            visual_tokenizer = VideoLaVITVisualTokenizer(VideoLaVITConfig.tiny().visual_tokenizer_config)
+    # the detokenizer's own weights depend on the seed only, whichever tokenizer it is paired with
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        token_config = visual_tokenizer.config
+        prompt_embed_dims, pooled_dim = (16, 32), 32
+        keyframe_decoder = KeyframeTokenDecoder(
+            code_dim=token_config.code_dim,
+            hidden_size=32,
+            num_layers=1,
+            num_attention_heads=2,
+            num_queries=16,
+            max_code_tokens=token_config.num_patches,
+            decoder_out_dim=32,
+            prompt_embed_dims=prompt_embed_dims,
+            pooled_projection_dim=pooled_dim,
+        )
+        addition_time_embed_dim = 8
+        unet = UNet2DConditionModel(
+            sample_size=TINY_LATENT_SIZE,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            attention_head_dim=(2, 4),
+            cross_attention_dim=sum(prompt_embed_dims),
+            addition_embed_type="text_time",
+            addition_time_embed_dim=addition_time_embed_dim,
+            projection_class_embeddings_input_dim=6 * addition_time_embed_dim + pooled_dim,
+            use_linear_projection=True,
+            norm_num_groups=32,
+        )
+        channels = _tiny_vae_channels()
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * len(channels),
+            up_block_types=("UpDecoderBlock2D",) * len(channels),
+            block_out_channels=channels,
+            layers_per_block=1,
+            latent_channels=4,
+            sample_size=TINY_LATENT_SIZE * 8,
+        )
+    return VideoLaVITKeyframePipeline(
+        keyframe_decoder=keyframe_decoder,
+        unet=unet,
+        vae=vae,
+        scheduler=tiny_sdxl_scheduler(),
+        visual_tokenizer=visual_tokenizer,
+    )
+
+
+def build_tiny_video_pipeline(
+    motion_tokenizer: VideoLaVITMotionTokenizer | None = None, seed: int = 0
+) -> VideoLaVITVideoPipeline:
+    """A tiny random video pipeline (24 frames of 64 x 64 by default).
+
+    Args:
+        motion_tokenizer: the motion tokenizer whose codes it decodes; default: a random one with the
+            ``VideoLaVITConfig.tiny()`` motion tokenizer configuration.
+        seed: seed of every random weight.
+    """
+    if motion_tokenizer is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            motion_tokenizer = VideoLaVITMotionTokenizer(VideoLaVITConfig.tiny().motion_tokenizer_config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        motion_grid_size, cross_attention_dim = (8, 8), 32
+        motion_encoder = MotionConditionEncoder(
+            out_channels=cross_attention_dim,
+            num_attention_heads=2,
+            attention_head_dim=16,
+            num_layers=1,
+            grid_size=motion_grid_size,
+        )
+        addition_time_embed_dim = 8
+        unet = UNetSpatioTemporalMotionModel(
+            sample_size=TINY_LATENT_SIZE,
+            down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+            up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+            block_out_channels=(32, 64),
+            addition_time_embed_dim=addition_time_embed_dim,
+            projection_class_embeddings_input_dim=3 * addition_time_embed_dim,
+            layers_per_block=1,
+            cross_attention_dim=cross_attention_dim,
+            num_attention_heads=(2, 4),
+            num_frames=motion_tokenizer.config.num_frames,
+            motion_grid_size=motion_grid_size,
+        )
+        channels = _tiny_vae_channels()
+        vae = AutoencoderKLTemporalDecoder(
+            block_out_channels=channels,
+            down_block_types=("DownEncoderBlock2D",) * len(channels),
+            layers_per_block=1,
+            latent_channels=4,
+            sample_size=TINY_LATENT_SIZE * 8,
+        )
+    return VideoLaVITVideoPipeline(
+        unet=unet,
+        motion_encoder=motion_encoder,
+        vae=vae,
+        scheduler=tiny_edm_scheduler(),
+        motion_tokenizer=motion_tokenizer,
+    )
+
+
+def write_tiny_detokenizers(
+    folder: str | os.PathLike,
+    seed: int = 0,
+    visual_tokenizer: VideoLaVITVisualTokenizer | None = None,
+    motion_tokenizer: VideoLaVITMotionTokenizer | None = None,
+) -> dict[str, Path]:
+    """Save tiny random keyframe and video pipelines under ``folder/keyframe`` and ``folder/video``.
+
+    Pass the tiny causal LM's ``visual_tokenizer`` and ``motion_tokenizer`` so that the codes it generates
+    decode with the same codebooks; otherwise random ``VideoLaVITConfig.tiny()`` tokenizers are used.
+
+    Returns:
+        ``{"keyframe": path, "video": path}``; load either with ``DiffusionPipeline.from_pretrained(path,
+        trust_remote_code=True)``.
+    """
+    folder = Path(folder)
+    paths = {name: folder / subfolder for name, subfolder in TINY_SUBFOLDERS.items()}
+    build_tiny_keyframe_pipeline(visual_tokenizer, seed=seed).save_pretrained(paths["keyframe"])
+    build_tiny_video_pipeline(motion_tokenizer, seed=seed + 1).save_pretrained(paths["video"])
+    return paths
