@@ -18,7 +18,8 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
-from .configuration_motion_tokenizer import VideoLaVITMotionTokenizerConfig
+from .configuration_motion_tokenizer import DOWNSAMPLE_KERNEL_SIZE, VideoLaVITMotionTokenizerConfig
+from .quantization import TanhProjection, init_unit_codebook_, nearest_code_ids
 
 logger = logging.get_logger(__name__)
 
@@ -143,7 +144,10 @@ class VideoLaVITMotionDownsample(nn.Module):
         super().__init__()
         self.padding = config.downsample_paddings[stage]
         self.conv = nn.Conv3d(
-            config.hidden_size, config.hidden_size, kernel_size=3, stride=config.downsample_strides[stage]
+            config.hidden_size,
+            config.hidden_size,
+            kernel_size=DOWNSAMPLE_KERNEL_SIZE,
+            stride=config.downsample_strides[stage],
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -253,20 +257,6 @@ class VideoLaVITMotionDecoder(nn.Module):
         return self.norm(grid)
 
 
-class VideoLaVITMotionProjection(nn.Module):
-    """Linear-Tanh-Linear head: `[..., in_features] -> [..., out_features]`."""
-
-    def __init__(self, in_features: int, out_features: int):
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, in_features)
-        self.activation = nn.Tanh()
-        self.fc2 = nn.Linear(in_features, out_features)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Project the last axis."""
-        return self.fc2(self.activation(self.fc1(hidden_states)))
-
-
 class VideoLaVITMotionVectorQuantizer(nn.Module):
     """
     Nearest-neighbour quantiser on the unit sphere: inputs and codebook rows are l2-normalised, so the nearest
@@ -292,10 +282,8 @@ class VideoLaVITMotionVectorQuantizer(nn.Module):
         return F.normalize(self.codebook.weight, dim=-1)
 
     def nearest_codes(self, latents: torch.Tensor) -> torch.LongTensor:
-        """Ids of the nearest codes (computed in float32): `[..., code_dim] -> [...]`."""
-        codebook = self.normalized_codebook().float()
-        similarity = latents.float() @ codebook.T
-        return similarity.argmax(dim=-1)
+        """Ids of the nearest unit codes (computed in float32): `[..., code_dim] -> [...]`."""
+        return nearest_code_ids(latents, self.normalized_codebook())
 
     def lookup(self, ids: torch.LongTensor) -> torch.Tensor:
         """Unit code vectors: `[...] -> [..., code_dim]`."""
@@ -348,6 +336,7 @@ class VideoLaVITMotionTokenizerPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
+        """Truncated-normal linear/conv weights and position embeddings, zero biases, unit norms and codes."""
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv3d)):
             init.trunc_normal_(module.weight, std=std)
@@ -360,9 +349,8 @@ class VideoLaVITMotionTokenizerPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.spatial_position_embeddings, std=std)
             init.trunc_normal_(module.temporal_position_embeddings, std=std)
         elif isinstance(module, nn.Embedding):
-            # The only embedding is the codebook: random unit vectors.
-            init.normal_(module.weight)
-            init.copy_(module.weight, F.normalize(module.weight, dim=-1))
+            # The only embedding is the codebook.
+            init_unit_codebook_(module.weight)
         elif isinstance(module, VideoLaVITMotionVectorQuantizer) and module.use_ema:
             # Children are initialised (or loaded) first, so the statistics start from the actual codebook.
             init.zeros_(module.ema_cluster_size)
@@ -398,10 +386,10 @@ class VideoLaVITMotionTokenizer(VideoLaVITMotionTokenizerPreTrainedModel):
     def __init__(self, config: VideoLaVITMotionTokenizerConfig):
         super().__init__(config)
         self.encoder = VideoLaVITMotionEncoder(config)
-        self.code_projection = VideoLaVITMotionProjection(config.hidden_size, config.code_dim)
+        self.code_projection = TanhProjection(config.hidden_size, config.code_dim)
         self.quantizer = VideoLaVITMotionVectorQuantizer(config)
         self.decoder = VideoLaVITMotionDecoder(config)
-        self.motion_projection = VideoLaVITMotionProjection(config.hidden_size, config.in_channels)
+        self.motion_projection = TanhProjection(config.hidden_size, config.in_channels)
         self.post_init()
 
     def _check_motion(self, motion_vectors: torch.Tensor) -> torch.Tensor:

@@ -108,17 +108,25 @@ class VideoLaVITVocabularyMapping:
         """Vocabulary ids of motion codes `[...]` -> 0-based motion codes `[...]`."""
         return ids - self.motion_token_offset
 
+    @property
+    def visual_id_range(self) -> tuple[int, int]:
+        """Half-open `(start, end)` range of the visual-code vocabulary ids (32002, 48386)."""
+        return self.visual_token_offset, self.visual_token_offset + self.visual_codebook_size
+
+    @property
+    def motion_id_range(self) -> tuple[int, int]:
+        """Half-open `(start, end)` range of the motion-code vocabulary ids (48388, 49412)."""
+        return self.motion_token_offset, self.motion_token_offset + self.motion_codebook_size
+
     def is_visual(self, ids: torch.LongTensor) -> torch.BoolTensor:
         """Mask `[...]` of the vocabulary ids that are visual codes."""
-        return (ids >= self.visual_token_offset) & (
-            ids < self.visual_token_offset + self.visual_codebook_size
-        )
+        start, end = self.visual_id_range
+        return (ids >= start) & (ids < end)
 
     def is_motion(self, ids: torch.LongTensor) -> torch.BoolTensor:
         """Mask `[...]` of the vocabulary ids that are motion codes."""
-        return (ids >= self.motion_token_offset) & (
-            ids < self.motion_token_offset + self.motion_codebook_size
-        )
+        start, end = self.motion_id_range
+        return (ids >= start) & (ids < end)
 
     def image_ids(self, visual_codes: torch.LongTensor) -> torch.LongTensor:
         """0-based visual codes `[n]` -> `[n + 2]` vocabulary ids `[image_start] codes [image_end]`."""
@@ -604,7 +612,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         )
         if inputs_embeds is None:
             if input_ids is None:
-                raise ValueError("Pass input_ids or inputs_embeds.")
+                raise VideoLaVITInputError("forward needs input_ids or inputs_embeds; pass one of them.")
             self._check_per_sample_counts(input_ids, images_per_sample, videos_per_sample)
             has_placeholders = bool(
                 ((input_ids == self.config.image_token_id) | (input_ids == self.config.video_token_id)).any()
@@ -832,29 +840,12 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         keyframe_rules = LogitsProcessorList(
             [
                 VideoLaVITTokenRangeLogitsProcessor(
-                    [
-                        (
-                            mapping.visual_token_offset,
-                            mapping.visual_token_offset + mapping.visual_codebook_size,
-                        ),
-                        (config.image_end_token_id, config.image_end_token_id + 1),
-                    ]
+                    [mapping.visual_id_range, (config.image_end_token_id, config.image_end_token_id + 1)]
                 ),
                 MinLengthLogitsProcessor(min_keyframe_tokens, config.image_end_token_id, device=device),
             ]
         )
-        motion_rules = LogitsProcessorList(
-            [
-                VideoLaVITTokenRangeLogitsProcessor(
-                    [
-                        (
-                            mapping.motion_token_offset,
-                            mapping.motion_token_offset + mapping.motion_codebook_size,
-                        )
-                    ]
-                )
-            ]
-        )
+        motion_rules = LogitsProcessorList([VideoLaVITTokenRangeLogitsProcessor([mapping.motion_id_range])])
         given_keyframes = (
             self._tokenize_images(pixel_values, False, None) if pixel_values is not None else None
         )
@@ -915,8 +906,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         if input_ids is not None and pixel_values is not None and input_ids.shape[0] != pixel_values.shape[0]:
             raise VideoLaVITInputError(
                 f"input_ids has {input_ids.shape[0]} prompts but pixel_values {pixel_values.shape[0]} "
-                "images; "
-                "give one keyframe image per prompt."
+                "images; give one keyframe image per prompt."
             )
         if input_ids is not None:
             return input_ids.shape[0]
@@ -933,7 +923,10 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         if ids is None:
             return [torch.zeros(0, dtype=torch.long, device=device) for _ in range(batch_size)]
         if ids.shape[0] not in (1, batch_size):
-            raise VideoLaVITInputError(f"Expected 1 or {batch_size} rows of prompt ids, got {ids.shape[0]}.")
+            raise VideoLaVITInputError(
+                f"Expected 1 or {batch_size} rows of prompt ids (one shared prompt or one per sample), got "
+                f"{ids.shape[0]}."
+            )
         if bool(((ids >= self.config.vocab_size) | (ids < 0)).any()):
             raise VideoLaVITInputError(
                 "Video-generation prompts must be vocabulary ids without <image>/<video> placeholders; "

@@ -21,6 +21,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
 from .configuration_visual_tokenizer import VideoLaVITVisualTokenizerConfig
+from .quantization import TanhProjection, init_unit_codebook_, nearest_code_ids
 
 logger = logging.get_logger(__name__)
 
@@ -357,19 +358,6 @@ class VideoLaVITTokenMerger(nn.Module):
         return self.final_norm(hidden_states)
 
 
-class VideoLaVITCodeProjection(nn.Module):
-    """Linear-Tanh-Linear map of merged tokens to the code dimension (before l2 normalisation)."""
-
-    def __init__(self, config: VideoLaVITVisualTokenizerConfig):
-        super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.hidden_size)
-        self.fc2 = nn.Linear(config.hidden_size, config.code_dim)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """`[..., hidden_size]` -> `[..., code_dim]`."""
-        return self.fc2(torch.tanh(self.fc1(hidden_states)))
-
-
 class VideoLaVITCodebook(nn.Module):
     """
     The visual codebook `[codebook_size, code_dim]`; its rows are l2-normalised (from initialisation on).
@@ -387,10 +375,7 @@ class VideoLaVITCodebook(nn.Module):
         """
         Unit vectors `[num_codes, code_dim]` -> ids `[num_codes]` of the nearest codebook rows (euclidean).
         """
-        # float32 so that half-precision rounding does not flip close calls; |codes|^2 is constant per row
-        weight = self.weight.float()
-        distances = weight.pow(2).sum(dim=-1) - 2.0 * codes.float() @ weight.t()
-        return distances.argmin(dim=-1)
+        return nearest_code_ids(codes, self.weight)
 
 
 class VideoLaVITVisualTokenizer(PreTrainedModel):
@@ -432,7 +417,7 @@ class VideoLaVITVisualTokenizer(PreTrainedModel):
         self.vision_model = VideoLaVITVisionTransformer(config)
         self.token_predictor = VideoLaVITTokenPredictor(config)
         self.token_merger = VideoLaVITTokenMerger(config)
-        self.code_projection = VideoLaVITCodeProjection(config)
+        self.code_projection = TanhProjection(config.hidden_size, config.code_dim)
         self.codebook = VideoLaVITCodebook(config)
         self.vit_proj = nn.Linear(config.hidden_size, config.llm_hidden_size)
         self.post_init()
@@ -457,8 +442,7 @@ class VideoLaVITVisualTokenizer(PreTrainedModel):
             init.zeros_(module.q_bias)
             init.zeros_(module.v_bias)
         elif isinstance(module, VideoLaVITCodebook):
-            init.normal_(module.weight)
-            init.copy_(module.weight, F.normalize(module.weight, dim=-1))
+            init_unit_codebook_(module.weight)
 
     def select_tokens(
         self, keep_logprobs: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None

@@ -88,7 +88,7 @@ def _write_detokenizers(folder: Path, model: VideoLaVITForCausalLM, seed: int) -
     try:
         from diffusers_vlavit.tiny import write_tiny_detokenizers
     except ImportError as error:
-        logger.warning(f"Skipping the detokenizers ({error}); install diffusers_vlavit to include them.")
+        logger.warning("Skipping the detokenizers (%s); install diffusers_vlavit to include them.", error)
         return
     write_tiny_detokenizers(
         folder, seed=seed, visual_tokenizer=model.visual_tokenizer, motion_tokenizer=model.motion_tokenizer

@@ -27,11 +27,13 @@ MOTION_END_TOKEN = "<|motion_end|>"
 IMAGE_PLACEHOLDER = "<image>"
 VIDEO_PLACEHOLDER = "<video>"
 
+# Llama's special text tokens, at ids 0, 1, 2
+TEXT_SPECIAL_TOKENS = (UNK_TOKEN, BOS_TOKEN, EOS_TOKEN)
 # SentencePiece's word-boundary marker, as in the Llama vocabulary
 WORD_BOUNDARY = "\u2581"
 NUM_BYTE_TOKENS = 256
-# <unk>, <s>, </s> and the byte tokens come before any learned piece
-NUM_RESERVED_TEXT_TOKENS = 3 + NUM_BYTE_TOKENS
+# the special text tokens and the byte tokens come before any learned piece
+NUM_RESERVED_TEXT_TOKENS = len(TEXT_SPECIAL_TOKENS) + NUM_BYTE_TOKENS
 
 
 class TokenizerTrainingError(ValueError):
@@ -263,8 +265,8 @@ def train_video_lavit_tokenizer(
     pieces, merges = _train_bpe_pieces(
         synthetic_english_corpus() if texts is None else texts, num_learned, limit_alphabet
     )
-    vocab = {UNK_TOKEN: 0, BOS_TOKEN: 1, EOS_TOKEN: 2}
-    vocab.update({f"<0x{byte:02X}>": 3 + byte for byte in range(NUM_BYTE_TOKENS)})
+    vocab = {token: index for index, token in enumerate(TEXT_SPECIAL_TOKENS)}
+    vocab.update({f"<0x{byte:02X}>": len(TEXT_SPECIAL_TOKENS) + byte for byte in range(NUM_BYTE_TOKENS)})
     for piece in pieces:
         vocab.setdefault(piece, len(vocab))
     if len(vocab) != text_vocab_size:
@@ -317,6 +319,7 @@ def _check_layout(tokenizer: LlamaTokenizer, text_vocab_size: int, layout: list[
 
 
 __all__ = [
+    "TEXT_SPECIAL_TOKENS",
     "TokenizerTrainingError",
     "layout_tokens",
     "motion_token",

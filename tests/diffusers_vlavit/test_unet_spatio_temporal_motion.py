@@ -30,15 +30,6 @@ TINY = {
 FRAMES, CELLS, CONTEXT_DIM = 3, 16, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; more threads only contend on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def unet():
     torch.manual_seed(0)

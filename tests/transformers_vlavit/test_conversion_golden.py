@@ -41,15 +41,6 @@ VISUAL_OUTPUTS = ("keep_logprobs", "keep", "merged")
 SHARD_SIZE = "10MB"  # small enough that the tiny language model is sharded
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread on the shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _original(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name.removeprefix("model."): t for name, t in tensors.items() if name.startswith("model.")}
 
@@ -192,7 +183,7 @@ def _tiny_video_detokenizer(folder: Path, unet_description: dict, unet: dict, en
     )
 
 
-def write_fake_release(root: Path, golden_file) -> dict:
+def write_fake_release(root: Path, golden_file, golden_tokenizer_kwargs) -> dict:
     """Write the tiny fake release; returns what the checks need (golden tensors, weights, configs)."""
     motion, motion_description = golden_file("motion_tokenizer")
     visual, visual_description = golden_file("visual_tokenizer")
@@ -261,12 +252,16 @@ def write_fake_release(root: Path, golden_file) -> dict:
         "llama": {"generation": generation_llama, "understanding": understanding_llama},
         "vit_proj": vit_proj,
         "component_configs": component_configs_from_golden(
-            motion_description, visual_description, keyframe_description, encoder_description
+            motion_description,
+            visual_description,
+            keyframe_description,
+            encoder_description,
+            golden_tokenizer_kwargs,
         ),
     }
 
 
-def component_configs_from_golden(motion, visual, keyframe, encoder) -> dict:
+def component_configs_from_golden(motion, visual, keyframe, encoder, golden_tokenizer_kwargs) -> dict:
     """`convert_video_lavit(component_configs=...)` for the golden sizes."""
     motion, visual, keyframe, encoder = (
         motion["config"],
@@ -275,27 +270,8 @@ def component_configs_from_golden(motion, visual, keyframe, encoder) -> dict:
         encoder["config"],
     )
     return {
-        "motion_tokenizer": {
-            "hidden_size": motion["dim"],
-            "num_attention_heads": motion["num_heads"],
-            "stage_depths": tuple(motion["stages"]),
-            "grid_size": tuple(motion["grid_hw"]),
-            "num_frames": motion["num_frames"],
-            "codebook_size": motion["codebook_size"],
-            "code_dim": motion["code_dim"],
-            "layer_norm_eps": motion["ln_eps"],
-        },
-        "visual_tokenizer": {
-            "image_size": visual["image_size"],
-            "patch_size": visual["patch_size"],
-            "hidden_size": visual["vit_width"],
-            "num_hidden_layers": visual["vit_layers"],
-            "num_attention_heads": visual["vit_heads"],
-            "merger_num_hidden_layers": visual["merger_layers"],
-            "merger_num_attention_heads": visual["vit_heads"],
-            "codebook_size": visual["codebook_size"],
-            "code_dim": visual["code_dim"],
-        },
+        "motion_tokenizer": golden_tokenizer_kwargs.motion(motion),
+        "visual_tokenizer": golden_tokenizer_kwargs.visual(visual),
         "keyframe_decoder": {
             "code_dim": keyframe["code_dim"],
             "hidden_size": keyframe["width"],
@@ -319,10 +295,10 @@ def component_configs_from_golden(motion, visual, keyframe, encoder) -> dict:
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory, golden_file):
+def converted(tmp_path_factory, golden_file, golden_tokenizer_kwargs):
     """`(output folder, fake release info)` after converting the fake release in float32."""
     root = tmp_path_factory.mktemp("released")
-    info = write_fake_release(root, golden_file)
+    info = write_fake_release(root, golden_file, golden_tokenizer_kwargs)
     out = tmp_path_factory.mktemp("converted") / "video-lavit"
     convert_video_lavit(
         root,

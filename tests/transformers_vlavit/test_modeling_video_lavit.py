@@ -93,6 +93,9 @@ def test_vocabulary_mapping_and_range_processor():
         True,
         False,
     ]
+    assert mapping.visual_id_range == (32002, 48386)
+    assert mapping.motion_id_range == (48388, 49412)
+    assert mapping.is_motion(torch.tensor([48387, 48388, 49411, 49412])).tolist() == [False, True, True, False]
     processor = VideoLaVITTokenRangeLogitsProcessor([(2, 4), (6, 7)])
     scores = processor(None, torch.zeros(2, 8))
     assert torch.isfinite(scores).nonzero()[:, 1].unique().tolist() == [2, 3, 6]

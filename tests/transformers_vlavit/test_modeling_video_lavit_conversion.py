@@ -32,7 +32,9 @@ def original_llama_names(model: VideoLaVITForCausalLM) -> dict[str, torch.Tensor
     return original
 
 
-def golden_config(description_visual: dict, description_motion: dict, **text) -> VideoLaVITConfig:
+def golden_config(
+    description_visual: dict, description_motion: dict, golden_tokenizer_kwargs, **text
+) -> VideoLaVITConfig:
     """The composite config at the golden tokenizers' sizes."""
     visual, motion = description_visual["config"], description_motion["config"]
     return VideoLaVITConfig(
@@ -43,27 +45,10 @@ def golden_config(description_visual: dict, description_motion: dict, **text) ->
             **text,
         },
         visual_tokenizer_config={
-            "image_size": visual["image_size"],
-            "patch_size": visual["patch_size"],
-            "hidden_size": visual["vit_width"],
-            "num_hidden_layers": visual["vit_layers"],
-            "num_attention_heads": visual["vit_heads"],
-            "merger_num_hidden_layers": visual["merger_layers"],
-            "merger_num_attention_heads": visual["vit_heads"],
-            "codebook_size": visual["codebook_size"],
-            "code_dim": visual["code_dim"],
+            **golden_tokenizer_kwargs.visual(visual),
             "llm_hidden_size": visual["llm_hidden_size"],
         },
-        motion_tokenizer_config={
-            "hidden_size": motion["dim"],
-            "num_attention_heads": motion["num_heads"],
-            "stage_depths": tuple(motion["stages"]),
-            "grid_size": tuple(motion["grid_hw"]),
-            "num_frames": motion["num_frames"],
-            "codebook_size": motion["codebook_size"],
-            "code_dim": motion["code_dim"],
-            "layer_norm_eps": motion["ln_eps"],
-        },
+        motion_tokenizer_config=golden_tokenizer_kwargs.motion(motion),
     )
 
 
@@ -85,10 +70,14 @@ def test_llama_names_map_unchanged_and_rotary_buffers_are_dropped():
         convert_language_model_state_dict({**original, "model.extra_projection.weight": torch.ones(1)})
 
 
-def test_golden_sft_checkpoint_loads_strictly_and_its_tokenizers_match(golden_file):
+def test_golden_sft_checkpoint_loads_strictly_and_its_tokenizers_match(
+    golden_file, golden_tokenizer_kwargs
+):
     visual_tensors, visual_description = golden_file("visual_tokenizer")
     motion_tensors, motion_description = golden_file("motion_tokenizer")
-    config = golden_config(visual_description, motion_description, num_attention_heads=32)
+    config = golden_config(
+        visual_description, motion_description, golden_tokenizer_kwargs, num_attention_heads=32
+    )
     with torch.device("meta"):
         model = VideoLaVITForCausalLM(config)
     # the tokenizers are small enough to run: build them for real, keep the 49412 x 4096 Llama on meta

@@ -42,15 +42,6 @@ def smooth_motion(
     return F.interpolate(coarse, size=shape[1:], mode="trilinear", align_corners=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: the CPUs are shared, and spinning thread pools slow small models down a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_model() -> VideoLaVITMotionTokenizer:
     torch.manual_seed(0)

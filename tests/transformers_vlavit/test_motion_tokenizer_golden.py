@@ -12,20 +12,11 @@ ORIGINAL_PREFIX = "model."
 
 
 @pytest.fixture(scope="module")
-def golden_motion(golden_file):
+def golden_motion(golden_file, golden_tokenizer_kwargs):
     """`(outputs, tensors)`: our outputs with the golden weights (converted, loaded strictly), reference."""
     tensors, description = golden_file("motion_tokenizer")
     reference = description["config"]
-    config = VideoLaVITMotionTokenizerConfig(
-        hidden_size=reference["dim"],
-        num_attention_heads=reference["num_heads"],
-        stage_depths=tuple(reference["stages"]),
-        grid_size=tuple(reference["grid_hw"]),
-        num_frames=reference["num_frames"],
-        codebook_size=reference["codebook_size"],
-        code_dim=reference["code_dim"],
-        layer_norm_eps=reference["ln_eps"],
-    )
+    config = VideoLaVITMotionTokenizerConfig(**golden_tokenizer_kwargs.motion(reference))
     assert sum(config.stage_depths) == reference["depth"]
     original = {
         name[len(ORIGINAL_PREFIX) :]: tensor
@@ -34,17 +25,12 @@ def golden_motion(golden_file):
     }
     model = VideoLaVITMotionTokenizer(config).eval()
     model.load_state_dict(convert_motion_tokenizer_state_dict(original, config), strict=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared CPUs: a single thread avoids thread-pool spinning
-    try:
-        with torch.no_grad():
-            outputs = {
-                "encoder_features": model.encoder_features(tensors["input.motion"]),
-                "tokens": model.encode(tensors["input.motion"]),
-                "reconstruction_40x72": model.decode_for_detokenizer(tensors["output.tokens"], 40, 72),
-            }
-    finally:
-        torch.set_num_threads(threads)
+    with torch.no_grad():
+        outputs = {
+            "encoder_features": model.encoder_features(tensors["input.motion"]),
+            "tokens": model.encode(tensors["input.motion"]),
+            "reconstruction_40x72": model.decode_for_detokenizer(tensors["output.tokens"], 40, 72),
+        }
     return outputs, tensors
 
 

@@ -19,21 +19,13 @@ from transformers_vlavit.modeling_visual_tokenizer import VideoLaVITVisualTokeni
 OUTPUTS = ("vit_features", "keep_logprobs", "keep", "merged", "llm_features")
 
 
-def golden_model(golden_file):
+@pytest.fixture(scope="module")
+def golden_model(golden_file, golden_tokenizer_kwargs):
     """The tokenizer at the golden file's size, with the original weights converted and loaded strictly."""
     tensors, description = golden_file("visual_tokenizer")
     sizes = description["config"]
     config = VideoLaVITVisualTokenizerConfig(
-        image_size=sizes["image_size"],
-        patch_size=sizes["patch_size"],
-        hidden_size=sizes["vit_width"],
-        num_hidden_layers=sizes["vit_layers"],
-        num_attention_heads=sizes["vit_heads"],
-        merger_num_hidden_layers=sizes["merger_layers"],
-        merger_num_attention_heads=sizes["vit_heads"],
-        codebook_size=sizes["codebook_size"],
-        code_dim=sizes["code_dim"],
-        llm_hidden_size=sizes["llm_hidden_size"],
+        **golden_tokenizer_kwargs.visual(sizes), llm_hidden_size=sizes["llm_hidden_size"]
     )
     model = VideoLaVITVisualTokenizer(config).eval()
     original = {name.removeprefix("model."): t for name, t in tensors.items() if name.startswith("model.")}
@@ -41,8 +33,8 @@ def golden_model(golden_file):
     return model, tensors
 
 
-def test_golden_outputs_match_the_original(golden_file):
-    model, tensors = golden_model(golden_file)
+def test_golden_outputs_match_the_original(golden_model):
+    model, tensors = golden_model
     with torch.no_grad():
         output = model(tensors["input.pixel_values"])
     for name in OUTPUTS:
@@ -53,8 +45,8 @@ def test_golden_outputs_match_the_original(golden_file):
     assert torch.equal(output.token_counts, tensors["output.token_counts"])
 
 
-def test_golden_tokenize_and_encode_features(golden_file):
-    model, tensors = golden_model(golden_file)
+def test_golden_tokenize_and_encode_features(golden_model):
+    model, tensors = golden_model
     pixel_values = tensors["input.pixel_values"]
     counts = tensors["output.token_counts"].tolist()
     with torch.no_grad():

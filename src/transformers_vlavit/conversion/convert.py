@@ -54,9 +54,8 @@ from ..modeling_visual_tokenizer import VideoLaVITVisualTokenizer
 from ..processing_video_lavit import VICUNA_V1_CHAT_TEMPLATE, VideoLaVITProcessor
 from ..tiny_checkpoint import DETOKENIZER_FOLDER
 from ..tokenizer_training import (
-    BOS_TOKEN,
-    EOS_TOKEN,
     IMAGE_PLACEHOLDER,
+    TEXT_SPECIAL_TOKENS,
     UNK_TOKEN,
     VIDEO_PLACEHOLDER,
     layout_tokens,
@@ -181,6 +180,7 @@ def _weight_files(folder: Path, names: tuple[str, ...], missing: list[str], root
 
 
 def _require(path: Path, missing: list[str], root: Path) -> Path:
+    """`path`; recorded in `missing` (relative to `root`) when it is not a file."""
     if not path.is_file():
         missing.append(str(path.relative_to(root)))
     return path
@@ -189,6 +189,7 @@ def _require(path: Path, missing: list[str], root: Path) -> Path:
 def _model_files(
     folder: Path, config_name: str, weights: tuple[str, ...], missing: list[str], root: Path
 ) -> _ModelFiles:
+    """The config and weight files of one model folder; records what is missing."""
     if not folder.is_dir():
         missing.append(f"{folder.relative_to(root)}/")
         return _ModelFiles(folder, folder / config_name, [])
@@ -283,6 +284,7 @@ def _cast(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, 
 
 
 def _prefixed(prefix: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state_dict` with `prefix` put before every name."""
     return {f"{prefix}{name}": tensor for name, tensor in state_dict.items()}
 
 
@@ -328,13 +330,14 @@ def build_video_lavit_config(
         **{"llm_hidden_size": llama.hidden_size, **component_configs.get("visual_tokenizer", {})}
     )
     motion_config = VideoLaVITMotionTokenizerConfig(**component_configs.get("motion_tokenizer", {}))
-    # image start/end, motion start/end, then both codebooks follow the text vocabulary
-    text_vocab_size = llama.vocab_size - 4 - visual_config.codebook_size - motion_config.codebook_size
-    if text_vocab_size < 3:
+    # the layout tokens (image/motion start and end, both codebooks) follow the text vocabulary
+    num_layout_tokens = len(layout_tokens(visual_config.codebook_size, motion_config.codebook_size))
+    text_vocab_size = llama.vocab_size - num_layout_tokens
+    if text_vocab_size < len(TEXT_SPECIAL_TOKENS):
         raise CheckpointMismatchError(
-            f"the Llama vocabulary ({llama.vocab_size}) cannot hold {visual_config.codebook_size} visual and "
-            f"{motion_config.codebook_size} motion codes plus 4 special tokens; "
-            "check component_configs' codebook sizes."
+            f"the Llama vocabulary ({llama.vocab_size}) cannot hold {', '.join(TEXT_SPECIAL_TOKENS)} and the "
+            f"{num_layout_tokens} layout tokens of {visual_config.codebook_size} visual and "
+            f"{motion_config.codebook_size} motion codes; check component_configs' codebook sizes."
         )
     return VideoLaVITConfig(
         text_config=text_config,
@@ -429,7 +432,9 @@ def convert_released_tokenizer(
 
 
 def _check_token_layout(tokenizer: LlamaTokenizer, config: VideoLaVITConfig) -> None:
-    expected = {UNK_TOKEN: 0, BOS_TOKEN: 1, EOS_TOKEN: 2, IMAGE_PLACEHOLDER: config.image_token_id}
+    """Raise `CheckpointMismatchError` unless the Llama specials and the layout tokens sit at their ids."""
+    expected = {token: index for index, token in enumerate(TEXT_SPECIAL_TOKENS)}
+    expected[IMAGE_PLACEHOLDER] = config.image_token_id
     expected[VIDEO_PLACEHOLDER] = config.video_token_id
     layout = layout_tokens(config.visual_codebook_size, config.motion_codebook_size)
     expected.update({layout[0]: config.image_start_token_id, layout[-1]: config.vocab_size - 1})
@@ -448,6 +453,7 @@ def _check_token_layout(tokenizer: LlamaTokenizer, config: VideoLaVITConfig) -> 
 def _visual_tokenizer_original(
     files: ReleasedCheckpoint, understanding: bool = False
 ) -> dict[str, torch.Tensor]:
+    """The released visual tokenizer files under original names (with `visual_weight.bin` if `understanding`)."""
     return combine_released_visual_tokenizer_state_dicts(
         load_original_state_dict([files.eva_vit]),
         load_original_state_dict([files.tokenizer_encoder]),
@@ -636,6 +642,7 @@ def convert_video_pipeline(
 
 
 def _prepare_output(out_dir: Path, overwrite: bool) -> None:
+    """Create `out_dir`, emptying it first when `overwrite`; refuse a non-empty one otherwise."""
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise OutputFolderNotEmptyError(
@@ -744,10 +751,10 @@ def convert_video_lavit(
                 write()
                 # the unit's tensors are gone before the next unit loads its own
                 gc.collect()
-                logger.info(f"converted the {name}")
+                logger.info("converted the %s", name)
     except BaseException:
         # a half-written folder would load as a broken checkpoint
-        logger.error(f"conversion failed; removing the partial output {out_dir}")
+        logger.error("conversion failed; removing the partial output %s", out_dir)
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
     return out_dir

@@ -45,6 +45,7 @@ class UnknownLanguageModelWeightError(KeyError):
 
 
 def _is_dropped(name: str) -> bool:
+    """Whether `name` matches a `DROPPED_KEYS` name or pattern."""
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in DROPPED_KEYS)
 
 
@@ -130,6 +131,7 @@ def convert_video_lavit_state_dict(
 
 
 def _prefixed(prefix: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state_dict` with `prefix` put before every name."""
     return {f"{prefix}{name}": tensor for name, tensor in state_dict.items()}
 
 

@@ -15,13 +15,13 @@ import re
 
 import torch
 
-# the prefix of the encoder's tensors inside the detokenizer's combined U-Net file
-PREFIX = "motion_encoder."
+from .video_unet import MOTION_ENCODER_PREFIX as PREFIX
+from .video_unet import UNET_MODULES
 
+# the U-Net's tensors, present when the combined file is passed
 DROPPED_KEYS: dict[str, str] = {
-    "<every name without the 'motion_encoder.' prefix, when that prefix is present>": (
-        "U-Net weights stored in the same file; convert them with convert_video_unet_state_dict"
-    ),
+    f"{module}*": "U-Net weights stored in the same file; convert them with convert_video_unet_state_dict"
+    for module in UNET_MODULES
 }
 
 # original module path -> ours, outside the blocks
@@ -111,3 +111,11 @@ def convert_motion_condition_encoder_state_dict(
     for name, tensor in original_state_dict.items():
         converted.update(_convert_one(name, tensor))
     return converted
+
+
+__all__ = [
+    "DROPPED_KEYS",
+    "PREFIX",
+    "UnknownMotionConditionEncoderWeightError",
+    "convert_motion_condition_encoder_state_dict",
+]

@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from .motion_condition_encoder import PREFIX as MOTION_ENCODER_PREFIX
-
-DROPPED_KEYS: dict[str, str] = {
-    f"{MOTION_ENCODER_PREFIX}*": (
-        "motion condition encoder weights stored in the U-Net file; convert them with "
-        "convert_motion_condition_encoder_state_dict"
-    ),
-}
+# the motion condition encoder's tensors share the U-Net's file under this prefix
+MOTION_ENCODER_PREFIX = "motion_encoder."
 
 # top-level modules of the U-Net; anything else is not a U-Net weight
-_UNET_MODULES = (
+UNET_MODULES = (
     "conv_in.",
     "time_embedding.",
     "add_embedding.",
@@ -31,6 +25,13 @@ _UNET_MODULES = (
     "conv_norm_out.",
     "conv_out.",
 )
+
+DROPPED_KEYS: dict[str, str] = {
+    f"{MOTION_ENCODER_PREFIX}*": (
+        "motion condition encoder weights stored in the U-Net file; convert them with "
+        "convert_motion_condition_encoder_state_dict"
+    ),
+}
 
 
 class UnknownVideoUNetWeightError(KeyError):
@@ -54,9 +55,18 @@ def convert_video_unet_state_dict(original_state_dict: dict[str, torch.Tensor]) 
     for name, tensor in original_state_dict.items():
         if name.startswith(MOTION_ENCODER_PREFIX):
             continue
-        if not name.startswith(_UNET_MODULES):
+        if not name.startswith(UNET_MODULES):
             raise UnknownVideoUNetWeightError(
                 f"unexpected video U-Net weight {name!r}; strip any outer prefix (such as 'unet.') first"
             )
         converted[name] = tensor
     return converted
+
+
+__all__ = [
+    "DROPPED_KEYS",
+    "MOTION_ENCODER_PREFIX",
+    "UNET_MODULES",
+    "UnknownVideoUNetWeightError",
+    "convert_video_unet_state_dict",
+]
