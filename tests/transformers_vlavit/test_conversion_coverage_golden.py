@@ -28,11 +28,9 @@ from transformers_vlavit.conversion import (
     video_unet,
     visual_tokenizer,
 )
-from transformers_vlavit.conversion.convert import (
-    convert_released_causal_lm_state_dict,
-    convert_released_video_unet_state_dict,
-)
+from transformers_vlavit.conversion.convert import convert_released_video_unet_state_dict
 from transformers_vlavit.conversion.keyframe_decoder import convert_keyframe_decoder_state_dict
+from transformers_vlavit.conversion.language_model import convert_video_lavit_state_dict
 
 ALL_DROPPED_KEYS = {
     **keyframe_decoder.DROPPED_KEYS,
@@ -126,7 +124,7 @@ def test_golden_causal_lm_names_cover_the_full_size_model(manifest, variant):
         source, name = tagged.split(":", 1)
         inputs = {"llama": {}, "visual": {}, "motion": {}}
         inputs[source][name] = tensor
-        return convert_released_causal_lm_state_dict(
+        return convert_video_lavit_state_dict(
             inputs["llama"], inputs["visual"], inputs["motion"], config
         )
 

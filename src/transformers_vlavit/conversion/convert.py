@@ -61,11 +61,7 @@ from ..tokenizer_training import (
     layout_tokens,
 )
 from .keyframe_decoder import convert_keyframe_decoder_state_dict
-from .language_model import (
-    MOTION_TOKENIZER_PREFIX,
-    VISUAL_TOKENIZER_PREFIX,
-    convert_language_model_state_dict,
-)
+from .language_model import convert_video_lavit_state_dict
 from .motion_condition_encoder import PREFIX as MOTION_ENCODER_PREFIX
 from .motion_condition_encoder import convert_motion_condition_encoder_state_dict
 from .motion_tokenizer import convert_motion_tokenizer_state_dict
@@ -283,16 +279,6 @@ def _cast(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, 
     return {name: t.to(dtype) if t.is_floating_point() else t for name, t in state_dict.items()}
 
 
-def _prefixed(prefix: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`state_dict` with `prefix` put before every name."""
-    return {f"{prefix}{name}": tensor for name, tensor in state_dict.items()}
-
-
-def _under(prefix: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The tensors of `state_dict` whose names start with `prefix`, without it."""
-    return {name.removeprefix(prefix): t for name, t in state_dict.items() if name.startswith(prefix)}
-
-
 def _materialize(
     build: Callable[[], torch.nn.Module], state_dict: dict[str, torch.Tensor]
 ) -> torch.nn.Module:
@@ -461,43 +447,6 @@ def _visual_tokenizer_original(
     )
 
 
-def convert_released_causal_lm_state_dict(
-    language_model: dict[str, torch.Tensor],
-    visual_tokenizer: dict[str, torch.Tensor],
-    motion_tokenizer: dict[str, torch.Tensor],
-    config: VideoLaVITConfig,
-) -> dict[str, torch.Tensor]:
-    """The ``VideoLaVITForCausalLM`` state dict from released tensors under their original names.
-
-    Tokenizer tensors stored in the language model (``model.visual_tokenizer.*`` /
-    ``model.motion_tokenizer.*``, the SFT checkpoint) take precedence over the separate tokenizer files, as
-    in the reference, which loads them with the language model.
-
-    Args:
-        language_model: ``language_model/`` or ``language_model_sft/`` tensors (all shards).
-        visual_tokenizer: the visual tokenizer files joined by
-            ``combine_released_visual_tokenizer_state_dicts``.
-        motion_tokenizer: ``motion_tokenizer.bin``.
-        config: the target config (its motion tokenizer config regroups the motion blocks into stages).
-
-    Returns:
-        Every tensor of ``VideoLaVITForCausalLM(config)`` under our names (names in the converters'
-        ``DROPPED_KEYS`` left out).
-    """
-    visual = {**visual_tokenizer, **_under(VISUAL_TOKENIZER_PREFIX, language_model)}
-    motion = {**motion_tokenizer, **_under(MOTION_TOKENIZER_PREFIX, language_model)}
-    tokenizer_prefixes = (VISUAL_TOKENIZER_PREFIX, MOTION_TOKENIZER_PREFIX)
-    llama = {name: t for name, t in language_model.items() if not name.startswith(tokenizer_prefixes)}
-    state_dict = convert_language_model_state_dict(llama, config)
-    state_dict.update(_prefixed("visual_tokenizer.", convert_visual_tokenizer_state_dict(visual)))
-    state_dict.update(
-        _prefixed(
-            "motion_tokenizer.", convert_motion_tokenizer_state_dict(motion, config.motion_tokenizer_config)
-        )
-    )
-    return state_dict
-
-
 def convert_released_video_unet_state_dict(
     unet_file: dict[str, torch.Tensor],
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -527,7 +476,7 @@ def convert_causal_lm(
     language_model = load_original_state_dict(
         (files.understanding_language_model if understanding else files.language_model).weights
     )
-    state_dict = convert_released_causal_lm_state_dict(
+    state_dict = convert_video_lavit_state_dict(
         language_model,
         _visual_tokenizer_original(files, understanding),
         load_original_state_dict([files.motion_tokenizer]),
@@ -769,7 +718,6 @@ __all__ = [
     "build_video_lavit_config",
     "convert_causal_lm",
     "convert_keyframe_pipeline",
-    "convert_released_causal_lm_state_dict",
     "convert_released_tokenizer",
     "convert_released_video_unet_state_dict",
     "convert_video_lavit",

@@ -101,33 +101,48 @@ def convert_video_lavit_state_dict(
 ) -> dict[str, torch.Tensor]:
     """The whole ``VideoLaVITForCausalLM`` state dict from the released files.
 
+    Tokenizer tensors stored in the language model (``model.visual_tokenizer.*`` /
+    ``model.motion_tokenizer.*``, the SFT checkpoint) take precedence over the separate tokenizer files,
+    as in the reference, which loads them with the language model; the separate files fill in the rest
+    (the generation checkpoint stores no tokenizer at all).
+
     Args:
-        language_model_state_dict: ``language_model/`` or ``language_model_sft/`` tensors (original names).
+        language_model_state_dict: ``language_model/`` or ``language_model_sft/`` tensors (original names,
+            all shards merged).
         visual_tokenizer_state_dict: the visual tokenizer under original names, e.g. from
-            ``combine_released_visual_tokenizer_state_dicts`` (with ``visual_weight.bin`` for
-            understanding); replaces any ``model.visual_tokenizer.*`` of the language model.
-        motion_tokenizer_state_dict: ``motion_tokenizer.bin`` (original names); replaces any
-            ``model.motion_tokenizer.*`` of the language model.
+            ``combine_released_visual_tokenizer_state_dicts`` (with ``visual_weight.bin`` for understanding).
+        motion_tokenizer_state_dict: ``motion_tokenizer.bin`` (original names).
         config: the target config (see :func:`convert_language_model_state_dict`).
 
     Returns:
-        A state dict that ``VideoLaVITForCausalLM.load_state_dict(..., strict=True)`` accepts when the
+        Every tensor of ``VideoLaVITForCausalLM(config)`` under our names that the inputs provide
+        (``DROPPED_KEYS`` left out): ``load_state_dict(..., strict=True)`` accepts it when both
         tokenizers are present in one of the inputs.
     """
-    converted = convert_language_model_state_dict(language_model_state_dict, config)
-    if visual_tokenizer_state_dict is not None:
-        converted.update(
-            _prefixed("visual_tokenizer.", convert_visual_tokenizer_state_dict(visual_tokenizer_state_dict))
-        )
-    if motion_tokenizer_state_dict is not None:
+    visual = {
+        **(visual_tokenizer_state_dict or {}),
+        **_under(VISUAL_TOKENIZER_PREFIX, language_model_state_dict),
+    }
+    motion = {
+        **(motion_tokenizer_state_dict or {}),
+        **_under(MOTION_TOKENIZER_PREFIX, language_model_state_dict),
+    }
+    tokenizer_prefixes = (VISUAL_TOKENIZER_PREFIX, MOTION_TOKENIZER_PREFIX)
+    llama = {n: t for n, t in language_model_state_dict.items() if not n.startswith(tokenizer_prefixes)}
+    converted = convert_language_model_state_dict(llama, config)
+    if visual:
+        converted.update(_prefixed("visual_tokenizer.", convert_visual_tokenizer_state_dict(visual)))
+    if motion:
         motion_config = config.motion_tokenizer_config if config is not None else None
         converted.update(
-            _prefixed(
-                "motion_tokenizer.",
-                convert_motion_tokenizer_state_dict(motion_tokenizer_state_dict, motion_config),
-            )
+            _prefixed("motion_tokenizer.", convert_motion_tokenizer_state_dict(motion, motion_config))
         )
     return converted
+
+
+def _under(prefix: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of `state_dict` whose names start with `prefix`, with the prefix removed."""
+    return {name.removeprefix(prefix): t for name, t in state_dict.items() if name.startswith(prefix)}
 
 
 def _prefixed(prefix: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
