@@ -1,0 +1,104 @@
+"""``vlavit ask --model DIR MEDIA QUESTION [QUESTION ...]``: answer questions about a video or an image.
+
+Each question becomes one Vicuna-v1 conversation (``processor.apply_chat_template``) about ``MEDIA``; all
+questions run as one left-padded batch through ``model.generate``. ``MEDIA`` is decomposed once (videos)
+or read once (images, recognised by their file extension).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# still-image extensions PIL reads; anything else is treated as a video
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``ask`` sub-command."""
+    parser = subparsers.add_parser(
+        "ask",
+        help="answer questions about a video or an image with a Video-LaVIT checkpoint",
+        description=__doc__,
+    )
+    parser.add_argument("--model", required=True, help="Video-LaVIT checkpoint folder (or hub id)")
+    parser.add_argument("media", type=Path, help="video file (any format FFmpeg reads) or image file")
+    parser.add_argument(
+        "questions", nargs="+", metavar="QUESTION", help="one or more questions, answered as a batch"
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=128, help="longest answer in tokens (default 128)"
+    )
+    parser.add_argument("--do-sample", action="store_true", help="sample answers instead of greedy decoding")
+    parser.add_argument("--max-clips", type=int, default=8, help="most clips read from a video (default 8)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="model dtype (default float32)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    parser.add_argument("--json", action="store_true", help="print the answers as one JSON list")
+    parser.set_defaults(func=run)
+
+
+def build_conversations(questions: list[str], media_type: str) -> list[list[dict]]:
+    """One single-turn user conversation per question, the media placeholder before the question."""
+    return [
+        [{"role": "user", "content": [{"type": media_type}, {"type": "text", "text": question}]}]
+        for question in questions
+    ]
+
+
+def answer_questions(
+    model, processor, media: Path, questions: list[str], max_clips: int = 8, **generate_kwargs
+) -> list[str]:
+    """Answer every question about ``media`` in one batch; returns one answer string per question."""
+    from PIL import Image
+
+    from ..video_decomposition import decompose_video
+
+    is_image = media.suffix.lower() in IMAGE_SUFFIXES
+    conversations = build_conversations(questions, "image" if is_image else "video")
+    prompts = [
+        processor.apply_chat_template(conversation, add_generation_prompt=True)
+        for conversation in conversations
+    ]
+    if is_image:
+        with Image.open(media) as image:
+            rgb = image.convert("RGB")
+        media_kwargs = {"images": [rgb] * len(questions)}
+    else:
+        decomposition = decompose_video(media, max_clips=max_clips)
+        media_kwargs = {"videos": [decomposition] * len(questions)}
+    inputs = processor(text=prompts, return_tensors="pt", padding=True, padding_side="left", **media_kwargs)
+    inputs = inputs.to(model.device)
+    output = model.generate(**inputs, **generate_kwargs)
+    return processor.post_process_image_text_to_text(output[:, inputs["input_ids"].shape[1] :])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the checkpoint, answer the questions and print them."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    model = (
+        AutoModelForCausalLM.from_pretrained(
+            args.model, trust_remote_code=True, dtype=getattr(torch, args.dtype)
+        )
+        .to(args.device)
+        .eval()
+    )
+    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
+    answers = answer_questions(
+        model,
+        processor,
+        args.media,
+        args.questions,
+        max_clips=args.max_clips,
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.do_sample,
+    )
+    if args.json:
+        print(json.dumps([{"question": q, "answer": a} for q, a in zip(args.questions, answers)]))
+    else:
+        for question, answer in zip(args.questions, answers):
+            print(f"Q: {question}\nA: {answer}")
+    return 0

@@ -1,0 +1,153 @@
+"""`vlavit ask` and `vlavit generate` on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoProcessor
+
+from transformers_vlavit.cli import build_parser, main
+from transformers_vlavit.commands.ask import answer_questions
+from transformers_vlavit.synthetic_video import write_synthetic_video
+from transformers_vlavit.tiny_checkpoint import write_tiny_checkpoint
+
+FAST_GENERATE = ["--steps", "1", "--keyframe-steps", "2", "--height", "32", "--width", "32"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # the tiny models are latency-bound; extra threads only contend on a shared machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("cli") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("media")
+    video = folder / "clip.mp4"
+    write_synthetic_video(video, width=96, height=64, duration=4.5, fps=12, seed=0)
+    image = folder / "still.png"
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(image)
+    return video, image
+
+
+def read_video(path) -> tuple[np.ndarray, float]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(stream)])
+        return frames, float(stream.average_rate)
+
+
+def test_both_commands_are_registered():
+    parser = build_parser()
+    arguments = parser.parse_args(["ask", "--model", "m", "v.mp4", "q1", "q2"])
+    assert (arguments.command, arguments.questions) == ("ask", ["q1", "q2"])
+    arguments = parser.parse_args(
+        ["generate", "--model", "m", "a cat", "--out", "v.mp4", "--clips", "3", "--seed", "7"]
+    )
+    assert (arguments.prompt, arguments.clips, arguments.seed) == ("a cat", 3, 7)
+
+
+def test_generate_writes_a_24_frame_mp4(checkpoint, tmp_path, capsys):
+    out = tmp_path / "video.mp4"
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(checkpoint),
+                "a red ball rolls",
+                "--out",
+                str(out),
+                "--seed",
+                "1",
+                *FAST_GENERATE,
+            ]
+        )
+        == 0
+    )
+    frames, fps = read_video(out)
+    assert frames.shape == (24, 32, 32, 3)
+    assert fps == 6
+    assert "24 frames at 6 fps" in capsys.readouterr().out
+
+
+def test_generate_runs_on_a_folder_saved_by_the_pipeline(checkpoint, tmp_path):
+    """A saved pipeline registers itself as custom code; the command still runs the installed code."""
+    from transformers import pipeline
+
+    folder = tmp_path / "saved"
+    pipeline("text-to-video", model=str(checkpoint)).save_pretrained(folder)
+    out = tmp_path / "video.mp4"
+    assert main(["generate", "--model", str(folder), "a cat", "--out", str(out), *FAST_GENERATE]) == 0
+    assert read_video(out)[0].shape == (24, 32, 32, 3)
+
+
+def test_generate_image_to_video_with_two_clips(checkpoint, media, tmp_path):
+    _, image = media
+    out = tmp_path / "from_image.mp4"
+    arguments = [
+        "generate",
+        "--model",
+        str(checkpoint),
+        "--image",
+        str(image),
+        "--clips",
+        "2",
+        "--out",
+        str(out),
+    ]
+    assert main([*arguments, *FAST_GENERATE]) == 0
+    frames, _ = read_video(out)
+    assert frames.shape == (48, 32, 32, 3)
+
+
+def test_generate_needs_a_prompt_or_an_image(checkpoint, tmp_path):
+    with pytest.raises(SystemExit, match="prompt, --image"):
+        main(["generate", "--model", str(checkpoint), "--out", str(tmp_path / "x.mp4")])
+
+
+def test_ask_answers_every_question_about_a_video(checkpoint, media, capsys):
+    video, _ = media
+    questions = ["What moves?", "Describe the clip in a few words."]
+    assert (
+        main(["ask", "--model", str(checkpoint), str(video), *questions, "--max-new-tokens", "3", "--json"])
+        == 0
+    )
+    answers = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [item["question"] for item in answers] == questions
+    assert all(isinstance(item["answer"], str) for item in answers)
+
+
+def test_ask_about_an_image_prints_question_and_answer(checkpoint, media, capsys):
+    _, image = media
+    assert (
+        main(["ask", "--model", str(checkpoint), str(image), "What colour is it?", "--max-new-tokens", "2"])
+        == 0
+    )
+    output = capsys.readouterr().out
+    assert "Q: What colour is it?\nA:" in output
+
+
+def test_batched_answers_match_one_by_one_answers(checkpoint, media):
+    """Left padding in the batch must not change what greedy decoding answers."""
+    video, _ = media
+    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    questions = ["What moves?", "Is it day or night in this short video clip?"]
+    settings = {"max_new_tokens": 4, "do_sample": False}
+    batched = answer_questions(model, processor, video, questions, **settings)
+    alone = [answer_questions(model, processor, video, [question], **settings)[0] for question in questions]
+    assert batched == alone
