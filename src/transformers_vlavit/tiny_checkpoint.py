@@ -19,12 +19,11 @@ from transformers.utils import logging
 from .configuration_video_lavit import VideoLaVITConfig
 from .image_processing_video_lavit import VideoLaVITImageProcessor
 from .modeling_video_lavit import VideoLaVITForCausalLM
+from .pipeline_text_to_video import DETOKENIZER_FOLDER
 from .processing_video_lavit import VICUNA_V1_CHAT_TEMPLATE, VideoLaVITProcessor
 from .tokenizer_training import train_video_lavit_tokenizer
 
 logger = logging.get_logger(__name__)
-
-DETOKENIZER_FOLDER = "detokenizer"
 
 
 class TinyCheckpointError(RuntimeError):
@@ -96,7 +95,6 @@ def _write_detokenizers(folder: Path, model: VideoLaVITForCausalLM, seed: int) -
 
 
 __all__ = [
-    "DETOKENIZER_FOLDER",
     "TinyCheckpointError",
     "build_tiny_model_and_processor",
     "write_tiny_checkpoint",

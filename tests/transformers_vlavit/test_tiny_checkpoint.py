@@ -10,7 +10,8 @@ from transformers import AutoModelForCausalLM, AutoProcessor
 
 from transformers_vlavit.cli import main
 from transformers_vlavit.modeling_video_lavit import VideoLaVITForCausalLM
-from transformers_vlavit.tiny_checkpoint import DETOKENIZER_FOLDER, build_tiny_model_and_processor
+from transformers_vlavit.pipeline_text_to_video import DETOKENIZER_FOLDER
+from transformers_vlavit.tiny_checkpoint import build_tiny_model_and_processor
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..pipeline_text_to_video import DETOKENIZER_FOLDER, DetokenizerNotFoundError
+
 PIPELINE_SUBFOLDERS = ("keyframe", "video")
-DETOKENIZER_SUBFOLDER = "detokenizer"
 # Wang et al. (2004): 11 x 11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
-
-
-class DetokenizerNotFoundError(FileNotFoundError):
-    """Raised when ``--model`` does not contain the keyframe and video detokenizer pipelines."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,13 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def find_detokenizer_folders(model_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Return the ``(keyframe, video)`` pipeline folders of a checkpoint folder."""
     model_dir = Path(model_dir)
-    for root in (model_dir / DETOKENIZER_SUBFOLDER, model_dir):
+    for root in (model_dir / DETOKENIZER_FOLDER, model_dir):
         folders = tuple(root / name for name in PIPELINE_SUBFOLDERS)
         if all((folder / "model_index.json").is_file() for folder in folders):
             return folders
     raise DetokenizerNotFoundError(
-        f"no detokenizer pipelines in {model_dir}: expected {DETOKENIZER_SUBFOLDER}/keyframe and "
-        f"{DETOKENIZER_SUBFOLDER}/video (or keyframe/ and video/) with a model_index.json each; "
+        f"no detokenizer pipelines in {model_dir}: expected {DETOKENIZER_FOLDER}/keyframe and "
+        f"{DETOKENIZER_FOLDER}/video (or keyframe/ and video/) with a model_index.json each; "
         "`vlavit tiny-checkpoint DIR` writes a tiny checkpoint with them"
     )
 

@@ -51,8 +51,8 @@ from ..image_processing_video_lavit import VideoLaVITImageProcessor
 from ..modeling_motion_tokenizer import VideoLaVITMotionTokenizer
 from ..modeling_video_lavit import VideoLaVITForCausalLM
 from ..modeling_visual_tokenizer import VideoLaVITVisualTokenizer
+from ..pipeline_text_to_video import DETOKENIZER_FOLDER
 from ..processing_video_lavit import VICUNA_V1_CHAT_TEMPLATE, VideoLaVITProcessor
-from ..tiny_checkpoint import DETOKENIZER_FOLDER
 from ..tokenizer_training import (
     IMAGE_PLACEHOLDER,
     TEXT_SPECIAL_TOKENS,
