@@ -23,8 +23,18 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+VLAVIT := OMP_NUM_THREADS=1 $(VENV)/bin/vlavit
+TINY := $(DEMO_OUT)/tiny-video-lavit
+
+# The main job on a fresh machine, no downloads: decompose a synthetic clip, then exercise the whole system
+# on a tiny random checkpoint (understanding, text-to-video, reconstruction through the tokenizers).
 demo: install
-	$(VENV)/bin/vlavit demo --out $(DEMO_OUT)
+	$(VLAVIT) demo --out $(DEMO_OUT)
+	$(VLAVIT) tiny-checkpoint $(TINY)
+	$(VLAVIT) ask --model $(TINY) $(DEMO_OUT)/sample.mp4 "What moves in this video?"
+	$(VLAVIT) generate --model $(TINY) "a red ball rolls across the floor" --out $(DEMO_OUT)/generated.mp4 --seed 0
+	$(VLAVIT) reconstruct --model $(TINY) $(DEMO_OUT)/sample.mp4 --out $(DEMO_OUT)/reconstructed.mp4 \
+		--height 64 --width 112 --max-clips 1 --keyframe-steps 10 --video-steps 10
 
 test: install-test
 	$(PY) -m pytest

@@ -14,6 +14,11 @@ import sys
 COMMAND_MODULES = (
     "demo",
     "decompose",
+    "tiny_checkpoint",
+    "reconstruct",
+    "convert",
+    "ask",
+    "generate",
 )
 
 
