@@ -29,8 +29,18 @@ setup(
     ],
     extras_require={
         "train": ["datasets>=3.0", "peft>=0.15", "trl>=0.20"],
+        # reads the released SentencePiece tokenizer in `vlavit convert`
         "convert": ["sentencepiece>=0.2"],
-        "test": ["pytest>=8", "sentencepiece>=0.2", "datasets>=3.0", "peft>=0.15", "trl>=0.20"],
+        "test": [
+            "pytest>=8",
+            "sentencepiece>=0.2",
+            "datasets>=3.0",
+            "peft>=0.15",
+            "trl>=0.20",
+            # only to check that diffusers.utils.export_to_video takes our pipelines' output
+            "imageio>=2.30",
+            "imageio-ffmpeg>=0.5",
+        ],
     },
     entry_points={"console_scripts": ["vlavit=transformers_vlavit.cli:main"]},
 )

@@ -165,3 +165,27 @@ def test_runs_in_bfloat16():
     frames = run(pipe, keyframes(2))
     assert frames.shape == (2, FRAMES, 3, SIZE, SIZE) and frames.dtype == torch.float32
     assert torch.isfinite(frames).all()
+
+
+@pytest.mark.parametrize("output_type", ["pil", "np"])
+def test_export_to_video_accepts_the_frames(pipe, tmp_path, output_type):
+    pytest.importorskip("imageio_ffmpeg", reason="export_to_video needs imageio-ffmpeg (test extra)")
+    import av
+    from diffusers.utils import export_to_video
+
+    size = 32  # even, and a multiple of the encoder's macro block after imageio's resize
+    frames = pipe(
+        keyframes(1),
+        motion=motion(1, frames=3),
+        height=size,
+        width=size,
+        num_inference_steps=1,
+        output_type=output_type,
+        generator=torch.Generator().manual_seed(0),
+    ).frames[0]
+    path = export_to_video(list(frames), str(tmp_path / f"clip_{output_type}.mp4"), fps=6)
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        assert float(stream.average_rate) == 6
+    assert len(decoded) == 3 and decoded[0].shape[-1] == 3
