@@ -7,6 +7,8 @@ CPU in seconds; their outputs are noise-like, not videos.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,6 +23,7 @@ from diffusers import (
 from transformers_vlavit.configuration_video_lavit import VideoLaVITConfig
 from transformers_vlavit.modeling_motion_tokenizer import VideoLaVITMotionTokenizer
 from transformers_vlavit.modeling_visual_tokenizer import VideoLaVITVisualTokenizer
+from transformers_vlavit.pipeline_text_to_video import KEYFRAME_FOLDER, VIDEO_FOLDER
 
 from .models.keyframe_decoder import KeyframeTokenDecoder
 from .models.motion_condition_encoder import MotionConditionEncoder
@@ -30,7 +33,19 @@ from .pipelines.pipeline_video import VideoLaVITVideoPipeline
 
 # latent side of both tiny U-Nets; with the 8x VAEs the default output is 64 x 64 pixels
 TINY_LATENT_SIZE = 8
-TINY_SUBFOLDERS = {"keyframe": "keyframe", "video": "video"}
+# four levels keep the real 8x down-sampling; 32 channels is the smallest the fixed GroupNorm(32) allows
+_TINY_VAE_CHANNELS = (32, 32, 32, 32)
+_TINY_VAE_SAMPLE_SIZE = TINY_LATENT_SIZE * 2 ** (len(_TINY_VAE_CHANNELS) - 1)
+# SDXL conditions on 6 micro-conditioning ids (sizes and crop), SVD on 3 (fps, motion bucket, noise level)
+_SDXL_TIME_IDS, _SVD_TIME_IDS = 6, 3
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator inside the block without disturbing the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def tiny_sdxl_scheduler() -> EulerAncestralDiscreteScheduler:
@@ -61,11 +76,6 @@ def tiny_edm_scheduler() -> EulerDiscreteScheduler:
     )
 
 
-def _tiny_vae_channels() -> tuple[int, ...]:
-    # four levels keep the real 8x down-sampling; 32 channels is the smallest the fixed GroupNorm(32) allows
-    return (32, 32, 32, 32)
-
-
 def build_tiny_keyframe_pipeline(
     visual_tokenizer: VideoLaVITVisualTokenizer | None = None, seed: int = 0
 ) -> VideoLaVITKeyframePipeline:
@@ -77,12 +87,10 @@ def build_tiny_keyframe_pipeline(
         seed: seed of every random weight.
     """
     if visual_tokenizer is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with _seeded(seed):
             visual_tokenizer = VideoLaVITVisualTokenizer(VideoLaVITConfig.tiny().visual_tokenizer_config)
     # the detokenizer's own weights depend on the seed only, whichever tokenizer it is paired with
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with _seeded(seed):
         token_config = visual_tokenizer.config
         prompt_embed_dims, pooled_dim = (16, 32), 32
         keyframe_decoder = KeyframeTokenDecoder(
@@ -109,20 +117,19 @@ def build_tiny_keyframe_pipeline(
             cross_attention_dim=sum(prompt_embed_dims),
             addition_embed_type="text_time",
             addition_time_embed_dim=addition_time_embed_dim,
-            projection_class_embeddings_input_dim=6 * addition_time_embed_dim + pooled_dim,
+            projection_class_embeddings_input_dim=_SDXL_TIME_IDS * addition_time_embed_dim + pooled_dim,
             use_linear_projection=True,
             norm_num_groups=32,
         )
-        channels = _tiny_vae_channels()
         vae = AutoencoderKL(
             in_channels=3,
             out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * len(channels),
-            up_block_types=("UpDecoderBlock2D",) * len(channels),
-            block_out_channels=channels,
+            down_block_types=("DownEncoderBlock2D",) * len(_TINY_VAE_CHANNELS),
+            up_block_types=("UpDecoderBlock2D",) * len(_TINY_VAE_CHANNELS),
+            block_out_channels=_TINY_VAE_CHANNELS,
             layers_per_block=1,
             latent_channels=4,
-            sample_size=TINY_LATENT_SIZE * 8,
+            sample_size=_TINY_VAE_SAMPLE_SIZE,
         )
     return VideoLaVITKeyframePipeline(
         keyframe_decoder=keyframe_decoder,
@@ -144,11 +151,9 @@ def build_tiny_video_pipeline(
         seed: seed of every random weight.
     """
     if motion_tokenizer is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with _seeded(seed):
             motion_tokenizer = VideoLaVITMotionTokenizer(VideoLaVITConfig.tiny().motion_tokenizer_config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with _seeded(seed):
         motion_grid_size, cross_attention_dim = (8, 8), 32
         motion_encoder = MotionConditionEncoder(
             out_channels=cross_attention_dim,
@@ -164,20 +169,19 @@ def build_tiny_video_pipeline(
             up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
             block_out_channels=(32, 64),
             addition_time_embed_dim=addition_time_embed_dim,
-            projection_class_embeddings_input_dim=3 * addition_time_embed_dim,
+            projection_class_embeddings_input_dim=_SVD_TIME_IDS * addition_time_embed_dim,
             layers_per_block=1,
             cross_attention_dim=cross_attention_dim,
             num_attention_heads=(2, 4),
             num_frames=motion_tokenizer.config.num_frames,
             motion_grid_size=motion_grid_size,
         )
-        channels = _tiny_vae_channels()
         vae = AutoencoderKLTemporalDecoder(
-            block_out_channels=channels,
-            down_block_types=("DownEncoderBlock2D",) * len(channels),
+            block_out_channels=_TINY_VAE_CHANNELS,
+            down_block_types=("DownEncoderBlock2D",) * len(_TINY_VAE_CHANNELS),
             layers_per_block=1,
             latent_channels=4,
-            sample_size=TINY_LATENT_SIZE * 8,
+            sample_size=_TINY_VAE_SAMPLE_SIZE,
         )
     return VideoLaVITVideoPipeline(
         unet=unet,
@@ -204,7 +208,7 @@ def write_tiny_detokenizers(
         trust_remote_code=True)``.
     """
     folder = Path(folder)
-    paths = {name: folder / subfolder for name, subfolder in TINY_SUBFOLDERS.items()}
+    paths = {"keyframe": folder / KEYFRAME_FOLDER, "video": folder / VIDEO_FOLDER}
     build_tiny_keyframe_pipeline(visual_tokenizer, seed=seed).save_pretrained(paths["keyframe"])
     build_tiny_video_pipeline(motion_tokenizer, seed=seed + 1).save_pretrained(paths["video"])
     return paths

@@ -27,15 +27,6 @@ FAST = {
 PROJECT_IMPORT = re.compile(r"^\s*(from|import)\s+(transformers_vlavit|diffusers_vlavit)\b", re.MULTILINE)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the tiny models are latency-bound; extra threads only contend on a shared machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return write_tiny_checkpoint(tmp_path_factory.mktemp("video_lavit") / "tiny")
@@ -189,6 +180,7 @@ def test_save_pretrained_writes_self_contained_custom_code(pipe, tmp_path):
     assert index["language_model"] == [None, None] and index["processor"] == [None, None]
     code_files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.py"))
     assert code_files == [
+        "detokenizer_sampling.py",
         "keyframe_decoder/keyframe_decoder.py",
         "motion_encoder/motion_condition_encoder.py",
         "pipeline_video_lavit.py",

@@ -8,7 +8,6 @@ import av
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 from transformers import AutoModelForCausalLM, AutoProcessor
 
 from transformers_vlavit.cli import build_parser, main
@@ -17,15 +16,6 @@ from transformers_vlavit.synthetic_video import write_synthetic_video
 from transformers_vlavit.tiny_checkpoint import write_tiny_checkpoint
 
 FAST_GENERATE = ["--steps", "1", "--keyframe-steps", "2", "--height", "32", "--width", "32"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the tiny models are latency-bound; extra threads only contend on a shared machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

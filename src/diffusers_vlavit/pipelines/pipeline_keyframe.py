@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 import PIL.Image
@@ -18,6 +17,12 @@ from transformers_vlavit.image_processing_video_lavit import VideoLaVITImageProc
 from transformers_vlavit.modeling_visual_tokenizer import VideoLaVITVisualTokenizer
 
 from ..models.keyframe_decoder import KeyframeTokenDecoder
+from .detokenizer_sampling import (
+    denoise_keyframe_latents,
+    scheduler_step_kwargs,
+    upcast_vae,
+    with_zero_unconditional,
+)
 from .loading import CustomPipelineSavingMixin
 
 EXAMPLE_DOC_STRING = """
@@ -173,8 +178,7 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         prompt_embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
         pooled_prompt_embeds = pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
         if do_classifier_free_guidance:
-            prompt_embeds = torch.cat([torch.zeros_like(prompt_embeds), prompt_embeds])
-            pooled_prompt_embeds = torch.cat([torch.zeros_like(pooled_prompt_embeds), pooled_prompt_embeds])
+            prompt_embeds, pooled_prompt_embeds = with_zero_unconditional(prompt_embeds, pooled_prompt_embeds)
         return prompt_embeds, pooled_prompt_embeds
 
     def get_add_time_ids(
@@ -226,23 +230,13 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
 
     def prepare_extra_step_kwargs(self, generator, eta: float) -> dict:
         """Keyword arguments of ``scheduler.step`` this scheduler accepts (``eta``, ``generator``)."""
-        parameters = set(inspect.signature(self.scheduler.step).parameters)
-        extra = {}
-        if "eta" in parameters:
-            extra["eta"] = eta
-        if "generator" in parameters:
-            extra["generator"] = generator
-        return extra
+        return scheduler_step_kwargs(self.scheduler, generator, eta)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-decode ``[batch, 4, h, w]`` latents to float32 images ``[batch, 3, H, W]`` in [-1, 1]."""
-        needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
-        if needs_upcasting:
-            self.vae.to(dtype=torch.float32)
-        latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
-        image = self.vae.decode(latents, return_dict=False)[0]
-        if needs_upcasting:
-            self.vae.to(dtype=torch.float16)
+        with upcast_vae(self.vae):
+            latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
+            image = self.vae.decode(latents, return_dict=False)[0]
         # outputs are float32 whatever the VAE's dtype, like the video pipeline's frames
         return image.float()
 
@@ -346,38 +340,35 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
 
         # 6. Denoising loop
+        on_step_end = None
+        if callback_on_step_end is not None:
+
+            def on_step_end(step: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+                tensors = {
+                    "latents": latents,
+                    "prompt_embeds": prompt_embeds,
+                    "pooled_prompt_embeds": pooled_prompt_embeds,
+                }
+                outputs = callback_on_step_end(
+                    self, step, t, {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
+                )
+                return outputs.pop("latents", latents)
+
         self._num_timesteps = len(timesteps)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for step, t in enumerate(timesteps):
-                latent_model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
-                latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
-                noise_pred = self.unet(
-                    latent_model_input,
-                    t,
-                    encoder_hidden_states=prompt_embeds,
-                    added_cond_kwargs={"text_embeds": pooled_prompt_embeds, "time_ids": add_time_ids},
-                    return_dict=False,
-                )[0]
-                if self.do_classifier_free_guidance:
-                    noise_pred_uncond, noise_pred_cond = noise_pred.chunk(2)
-                    noise_pred = noise_pred_uncond + self.guidance_scale * (
-                        noise_pred_cond - noise_pred_uncond
-                    )
-                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[
-                    0
-                ]
-
-                if callback_on_step_end is not None:
-                    tensors = {
-                        "latents": latents,
-                        "prompt_embeds": prompt_embeds,
-                        "pooled_prompt_embeds": pooled_prompt_embeds,
-                    }
-                    outputs = callback_on_step_end(
-                        self, step, t, {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
-                    )
-                    latents = outputs.pop("latents", latents)
-                progress_bar.update()
+            latents = denoise_keyframe_latents(
+                self.unet,
+                self.scheduler,
+                latents,
+                timesteps,
+                prompt_embeds,
+                pooled_prompt_embeds,
+                add_time_ids,
+                self.guidance_scale,
+                progress_bar,
+                step_kwargs=extra_step_kwargs,
+                on_step_end=on_step_end,
+            )
 
         # 7. Decode
         if output_type == "latent":

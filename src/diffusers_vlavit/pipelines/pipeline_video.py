@@ -21,6 +21,12 @@ from transformers_vlavit.modeling_motion_tokenizer import VideoLaVITMotionTokeni
 
 from ..models.motion_condition_encoder import MotionConditionEncoder
 from ..models.unet_spatio_temporal_motion import UNetSpatioTemporalMotionModel
+from .detokenizer_sampling import (
+    decode_clip_latents,
+    denoise_clip_latents,
+    encode_augmented_keyframes,
+    with_zero_unconditional,
+)
 from .loading import CustomPipelineSavingMixin
 
 EXAMPLE_DOC_STRING = """
@@ -177,16 +183,7 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
     ) -> torch.Tensor:
         """Noise-augmented VAE latents (distribution mode, unscaled): ``[batch, 4, h / 8, w / 8]``."""
         pixels = self.video_processor.preprocess(image, height=height, width=width).to(device)
-        pixels = pixels + noise_aug_strength * randn_tensor(
-            pixels.shape, generator=generator, device=device, dtype=pixels.dtype
-        )
-        needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
-        if needs_upcasting:
-            self.vae.to(dtype=torch.float32)
-        latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.mode()
-        if needs_upcasting:
-            self.vae.to(dtype=torch.float16)
-        return latents
+        return encode_augmented_keyframes(self.vae, pixels, noise_aug_strength, generator)
 
     def get_add_time_ids(
         self, fps: int, motion_bucket_id: int, noise_aug_strength: float, batch_size: int, dtype: torch.dtype
@@ -222,23 +219,12 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         return latents * self.scheduler.init_noise_sigma
 
     def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int) -> torch.Tensor:
-        """Decode ``[batch, frames, 4, h, w]`` latents, ``decode_chunk_size`` frames at a time, to
-        ``[batch, 3, frames, H, W]`` float32 in [-1, 1]."""
-        batch_size, num_frames = latents.shape[:2]
-        flat = latents.flatten(0, 1) / self.vae.config.scaling_factor
-        needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
-        if needs_upcasting:
-            self.vae.to(dtype=torch.float32)
-        flat = flat.to(self.vae.dtype)
-        frames = torch.cat(
-            [
-                self.vae.decode(chunk, num_frames=chunk.shape[0]).sample
-                for chunk in flat.split(decode_chunk_size)
-            ]
-        )
-        if needs_upcasting:
-            self.vae.to(dtype=torch.float16)
-        return frames.reshape(batch_size, num_frames, *frames.shape[1:]).permute(0, 2, 1, 3, 4).float()
+        """Decode ``[batch, frames, 4, h, w]`` latents, ``decode_chunk_size`` frames at a time.
+
+        Returns:
+            ``[batch, 3, frames, H, W]`` float32 in [-1, 1] (the layout of `postprocess_video`).
+        """
+        return decode_clip_latents(self.vae, latents, decode_chunk_size).permute(0, 2, 1, 3, 4)
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -323,11 +309,10 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         image_latents = self.encode_keyframe(image, height, width, noise_aug_strength, generator, device)
         image_latents = image_latents.to(dtype).unsqueeze(1).repeat(1, num_frames, 1, 1, 1)
 
-        # the unconditional half sees no keyframe and no motion at all
         if self.do_classifier_free_guidance:
-            motion_features = torch.cat([torch.zeros_like(motion_features), motion_features])
-            image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
-            motion_latents = torch.cat([torch.zeros_like(motion_latents), motion_latents])
+            motion_features, image_latents, motion_latents = with_zero_unconditional(
+                motion_features, image_latents, motion_latents
+            )
 
         # 4. Added time ids
         added_time_ids = self.get_add_time_ids(
@@ -364,30 +349,27 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
             self._guidance_scale = guidance.view(1, num_frames, 1, 1, 1).repeat(batch_size, 1, 1, 1, 1)
 
         # 8. Denoising loop
+        on_step_end = None
+        if callback_on_step_end is not None:
+
+            def on_step_end(step: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+                return callback_on_step_end(self, step, t, {"latents": latents}).pop("latents", latents)
+
         self._num_timesteps = len(timesteps)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for step, t in enumerate(timesteps):
-                latent_model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
-                latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
-                latent_model_input = torch.cat([latent_model_input, image_latents, motion_latents], dim=2)
-                noise_pred = self.unet(
-                    latent_model_input.to(dtype),
-                    t,
-                    encoder_hidden_states=motion_features,
-                    added_time_ids=added_time_ids,
-                    return_dict=False,
-                )[0]
-                if self.do_classifier_free_guidance:
-                    noise_pred_uncond, noise_pred_cond = noise_pred.chunk(2)
-                    noise_pred = noise_pred_uncond + self.guidance_scale * (
-                        noise_pred_cond - noise_pred_uncond
-                    )
-                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
-
-                if callback_on_step_end is not None:
-                    outputs = callback_on_step_end(self, step, t, {"latents": latents})
-                    latents = outputs.pop("latents", latents)
-                progress_bar.update()
+            latents = denoise_clip_latents(
+                self.unet,
+                self.scheduler,
+                latents,
+                timesteps,
+                torch.cat([image_latents, motion_latents], dim=2),
+                motion_features,
+                added_time_ids,
+                self.guidance_scale,
+                self.do_classifier_free_guidance,
+                progress_bar,
+                on_step_end=on_step_end,
+            )
 
         # 9. Decode
         if output_type == "latent":

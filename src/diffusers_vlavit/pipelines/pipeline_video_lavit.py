@@ -6,10 +6,11 @@ The language model samples each clip's keyframe codes and 135 motion codes; the 
 24 frames from the keyframe and the decoded motion. In a long video every keyframe after the first is
 diffused from the previous clip's last frame, re-noised to 85% of the keyframe schedule.
 
-This module imports only torch, NumPy, PIL, transformers and diffusers, never the project's packages:
-`save_pretrained` writes it next to the weights (with the detokenizer model modules, which are just as
-self-contained), so `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True, language_model=...,
-processor=...)` rebuilds the pipeline where `diffusers_vlavit` is not installed.
+This module imports only torch, NumPy, PIL, transformers, diffusers and its sibling `detokenizer_sampling`
+(just as self-contained), never the project's packages: `save_pretrained` writes both next to the weights
+(with the detokenizer model modules, which are self-contained too), so
+`DiffusionPipeline.from_pretrained(folder, trust_remote_code=True, language_model=..., processor=...)`
+rebuilds the pipeline where `diffusers_vlavit` is not installed.
 
 Memory plan for 576 x 320 video on a 24 GB GPU (bf16 weights, `enable_model_cpu_offload()`). Weights, from
 the parameter counts of the released checkpoint (2 bytes each): language model (Llama-2-7B with the
@@ -48,6 +49,16 @@ from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 from transformers import PreTrainedModel, ProcessorMixin
+
+from .detokenizer_sampling import (
+    decode_clip_latents,
+    denoise_clip_latents,
+    denoise_keyframe_latents,
+    encode_augmented_keyframes,
+    scheduler_step_kwargs,
+    upcast_vae,
+    with_zero_unconditional,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -135,7 +146,9 @@ class VideoLaVITPipeline(DiffusionPipeline):
     >>> from transformers import AutoModelForCausalLM, AutoProcessor
     >>> from diffusers_vlavit import VideoLaVITPipeline
 
-    >>> video = pipe("a red panda climbing a tree", num_clips=2, generator=torch.manual_seed(0))
+    >>> model = AutoModelForCausalLM.from_pretrained(
+    ...     "video-lavit", dtype=torch.bfloat16, trust_remote_code=True
+    ... )
     >>> processor = AutoProcessor.from_pretrained("video-lavit", trust_remote_code=True)
     >>> pipe = VideoLaVITPipeline.from_pretrained(
     ...     "video-lavit/detokenizer", dtype=torch.bfloat16, language_model=model, processor=processor
@@ -247,7 +260,9 @@ class VideoLaVITPipeline(DiffusionPipeline):
             shutil.copyfile(source, folder / name / source.name)
             index[name] = [source.stem, entry[1]]
         own_source = Path(inspect.getsourcefile(type(self)))
-        shutil.copyfile(own_source, folder / own_source.name)
+        # the sampling helpers are this module's one relative import; diffusers loads them from beside it
+        for source in (own_source, Path(inspect.getsourcefile(denoise_clip_latents))):
+            shutil.copyfile(source, folder / source.name)
         index["_class_name"] = [own_source.stem, type(self).__name__]
         index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -417,33 +432,20 @@ class VideoLaVITPipeline(DiffusionPipeline):
     # ----------------------------------------------------------------------------------------------
     # keyframe detokenizer
     # ----------------------------------------------------------------------------------------------
-    def _keyframe_scheduler_step_kwargs(self, generator: torch.Generator | None) -> dict:
-        parameters = set(inspect.signature(self.keyframe_scheduler.step).parameters)
-        return {"generator": generator} if "generator" in parameters else {}
-
     def encode_keyframe_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Scaled keyframe-VAE latents (distribution mode) of ``[batch, 3, H, W]`` images in [0, 1]:
         ``[batch, 4, H / 8, W / 8]``."""
         vae = self.keyframe_vae
-        needs_upcasting = vae.dtype == torch.float16 and vae.config.force_upcast
-        if needs_upcasting:
-            vae.to(dtype=torch.float32)
-        latents = vae.encode(
-            (images * 2 - 1).to(device=self._execution_device, dtype=vae.dtype)
-        ).latent_dist.mode()
-        if needs_upcasting:
-            vae.to(dtype=torch.float16)
+        with upcast_vae(vae):
+            pixels = (images * 2 - 1).to(device=self._execution_device, dtype=vae.dtype)
+            latents = vae.encode(pixels).latent_dist.mode()
         return latents * vae.config.scaling_factor
 
     def decode_keyframe_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Keyframe-VAE decode: scaled latents ``[batch, 4, h, w]`` -> ``[batch, 3, H, W]`` in [0, 1]."""
         vae = self.keyframe_vae
-        needs_upcasting = vae.dtype == torch.float16 and vae.config.force_upcast
-        if needs_upcasting:
-            vae.to(dtype=torch.float32)
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-        if needs_upcasting:
-            vae.to(dtype=torch.float16)
+        with upcast_vae(vae):
+            images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         return (images.float() / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
@@ -474,11 +476,8 @@ class VideoLaVITPipeline(DiffusionPipeline):
         prompt_embeds, pooled = self.keyframe_decoder(
             code_embeddings.to(device=device, dtype=self.keyframe_decoder.dtype), token_counts.to(device)
         )
-        do_guidance = guidance_scale > 1
-        if do_guidance:
-            # the unconditional branch is all-zero conditioning, as the decoder was trained
-            prompt_embeds = torch.cat([torch.zeros_like(prompt_embeds), prompt_embeds])
-            pooled = torch.cat([torch.zeros_like(pooled), pooled])
+        if guidance_scale > 1:
+            prompt_embeds, pooled = with_zero_unconditional(prompt_embeds, pooled)
         dtype = self.keyframe_unet.dtype
         prompt_embeds, pooled = prompt_embeds.to(dtype), pooled.to(dtype)
         time_ids = torch.tensor([[height, width, 0, 0, height, width]], device=device, dtype=dtype)
@@ -506,21 +505,19 @@ class VideoLaVITPipeline(DiffusionPipeline):
             # reference also multiplied it by init_noise_sigma, which over-scales it for sigma schedulers
             latents = scheduler.add_noise(clean, noise, timesteps[:1].repeat(batch_size))
 
-        step_kwargs = self._keyframe_scheduler_step_kwargs(generator)
-        for t in self.progress_bar(timesteps):
-            model_input = torch.cat([latents] * 2) if do_guidance else latents
-            model_input = scheduler.scale_model_input(model_input, t)
-            noise_pred = self.keyframe_unet(
-                model_input,
-                t,
-                encoder_hidden_states=prompt_embeds,
-                added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
-                return_dict=False,
-            )[0]
-            if do_guidance:
-                uncond, cond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance_scale * (cond - uncond)
-            latents = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            latents = denoise_keyframe_latents(
+                self.keyframe_unet,
+                scheduler,
+                latents,
+                timesteps,
+                prompt_embeds,
+                pooled,
+                time_ids,
+                guidance_scale,
+                progress_bar,
+                step_kwargs=scheduler_step_kwargs(scheduler, generator),
+            )
         return self.decode_keyframe_latents(latents)
 
     # ----------------------------------------------------------------------------------------------
@@ -529,18 +526,7 @@ class VideoLaVITPipeline(DiffusionPipeline):
     def decode_video_latents(self, latents: torch.Tensor, decode_chunk_size: int) -> torch.Tensor:
         """Temporal-VAE decode of ``[batch, frames, 4, h, w]``, ``decode_chunk_size`` frames at a time, to
         ``[batch, frames, 3, H, W]`` float32 in [0, 1]."""
-        vae = self.vae
-        batch_size, num_frames = latents.shape[:2]
-        needs_upcasting = vae.dtype == torch.float16 and vae.config.force_upcast
-        if needs_upcasting:
-            vae.to(dtype=torch.float32)
-        flat = (latents.flatten(0, 1) / vae.config.scaling_factor).to(vae.dtype)
-        frames = torch.cat(
-            [vae.decode(chunk, num_frames=chunk.shape[0]).sample for chunk in flat.split(decode_chunk_size)]
-        )
-        if needs_upcasting:
-            vae.to(dtype=torch.float16)
-        frames = frames.reshape(batch_size, num_frames, *frames.shape[1:]).float()
+        frames = decode_clip_latents(self.vae, latents, decode_chunk_size)
         return (frames / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
@@ -568,16 +554,9 @@ class VideoLaVITPipeline(DiffusionPipeline):
         )
         motion_channels = motion.transpose(1, 2).to(device=device, dtype=dtype)
 
-        pixels = keyframes.to(device) * 2 - 1
-        pixels = pixels + noise_aug_strength * randn_tensor(
-            pixels.shape, generator=generator, device=device, dtype=pixels.dtype
+        image_latents = encode_augmented_keyframes(
+            self.vae, keyframes.to(device) * 2 - 1, noise_aug_strength, generator
         )
-        needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
-        if needs_upcasting:
-            self.vae.to(dtype=torch.float32)
-        image_latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.mode()
-        if needs_upcasting:
-            self.vae.to(dtype=torch.float16)
         image_latents = image_latents.to(dtype).unsqueeze(1).repeat(1, num_frames, 1, 1, 1)
 
         guidance = (
@@ -587,10 +566,9 @@ class VideoLaVITPipeline(DiffusionPipeline):
         ).view(1, num_frames, 1, 1, 1)
         do_guidance = max_guidance_scale > 1
         if do_guidance:
-            # the unconditional branch sees no keyframe and no motion at all
-            motion_features = torch.cat([torch.zeros_like(motion_features), motion_features])
-            image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
-            motion_channels = torch.cat([torch.zeros_like(motion_channels), motion_channels])
+            motion_features, image_latents, motion_channels = with_zero_unconditional(
+                motion_features, image_latents, motion_channels
+            )
         added_time_ids = torch.tensor(
             [[fps, motion_bucket_id, noise_aug_strength]], device=device, dtype=dtype
         )
@@ -602,21 +580,20 @@ class VideoLaVITPipeline(DiffusionPipeline):
             randn_tensor(shape, generator=generator, device=device, dtype=dtype)
             * self.scheduler.init_noise_sigma
         )
-        for t in self.progress_bar(self.scheduler.timesteps):
-            model_input = torch.cat([latents] * 2) if do_guidance else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            model_input = torch.cat([model_input, image_latents, motion_channels], dim=2)
-            noise_pred = self.unet(
-                model_input.to(dtype),
-                t,
-                encoder_hidden_states=motion_features,
-                added_time_ids=added_time_ids,
-                return_dict=False,
-            )[0]
-            if do_guidance:
-                uncond, cond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance * (cond - uncond)
-            latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+        timesteps = self.scheduler.timesteps
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            latents = denoise_clip_latents(
+                self.unet,
+                self.scheduler,
+                latents,
+                timesteps,
+                torch.cat([image_latents, motion_channels], dim=2),
+                motion_features,
+                added_time_ids,
+                guidance,
+                do_guidance,
+                progress_bar,
+            )
         return self.decode_video_latents(latents, decode_chunk_size)
 
     # ----------------------------------------------------------------------------------------------

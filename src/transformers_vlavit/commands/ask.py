@@ -13,6 +13,7 @@ from pathlib import Path
 
 # still-image extensions PIL reads; anything else is treated as a video
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+# dtypes the commands load weights in
 DTYPES = ("float32", "bfloat16", "float16")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DTYPES = ("float32", "bfloat16", "float16")
+from .ask import DTYPES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -20,9 +20,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..pipeline_text_to_video import DETOKENIZER_FOLDER, DetokenizerNotFoundError
+from ..pipeline_text_to_video import (
+    DETOKENIZER_FOLDER,
+    KEYFRAME_FOLDER,
+    VIDEO_FOLDER,
+    DetokenizerNotFoundError,
+)
+from .ask import DTYPES
 
-PIPELINE_SUBFOLDERS = ("keyframe", "video")
 # Wang et al. (2004): 11 x 11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -59,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--decode-chunk-size", type=int, default=8, help="frames per VAE decode (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (default 0)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype (default float32)")
     parser.set_defaults(func=run)
 
 
@@ -67,12 +72,13 @@ def find_detokenizer_folders(model_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Return the ``(keyframe, video)`` pipeline folders of a checkpoint folder."""
     model_dir = Path(model_dir)
     for root in (model_dir / DETOKENIZER_FOLDER, model_dir):
-        folders = tuple(root / name for name in PIPELINE_SUBFOLDERS)
+        folders = (root / KEYFRAME_FOLDER, root / VIDEO_FOLDER)
         if all((folder / "model_index.json").is_file() for folder in folders):
             return folders
     raise DetokenizerNotFoundError(
-        f"no detokenizer pipelines in {model_dir}: expected {DETOKENIZER_FOLDER}/keyframe and "
-        f"{DETOKENIZER_FOLDER}/video (or keyframe/ and video/) with a model_index.json each; "
+        f"no detokenizer pipelines in {model_dir}: expected {DETOKENIZER_FOLDER}/{KEYFRAME_FOLDER} and "
+        f"{DETOKENIZER_FOLDER}/{VIDEO_FOLDER} (or {KEYFRAME_FOLDER}/ and {VIDEO_FOLDER}/) with a "
+        "model_index.json each; "
         "`vlavit tiny-checkpoint DIR` writes a tiny checkpoint with them"
     )
 
@@ -146,6 +152,7 @@ def psnr(reconstruction: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def _gaussian_profile(size: int, sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian ``[size]`` (float64), centred on the middle sample."""
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     profile = torch.exp(-(coords**2) / (2 * sigma**2))
     return profile / profile.sum()
@@ -212,6 +219,13 @@ def reconstruct_clips(
     seed: int = 0,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Tokenize and detokenize every clip of a :class:`VideoDecomposition`, one clip at a time.
+
+    Args:
+        decomposition: the input video's keyframes and ``motion_vectors [clips, 2, 24, 20, 36]``.
+        keyframe_pipe: a `VideoLaVITKeyframePipeline` with its visual tokenizer.
+        video_pipe: a `VideoLaVITVideoPipeline` with its motion tokenizer.
+        height, width: size of the rendered keyframes and frames.
+        seed: clip ``i``'s diffusion noise is drawn from a generator seeded with ``seed + i``.
 
     Returns:
         ``(frames, keyframes)``: per clip, the decoded frames ``[clip_frames, 3, height, width]`` and the

@@ -1,0 +1,215 @@
+"""Denoising loops and VAE steps shared by the Video-LaVIT detokenizer pipelines.
+
+The keyframe pipeline, the video pipeline and the end-to-end `VideoLaVITPipeline` all run these. This module
+imports only torch and diffusers, never the project's packages, because `VideoLaVITPipeline.save_pretrained`
+copies it next to `pipeline_video_lavit.py` as custom code (diffusers copies a custom pipeline's relative
+imports along with it).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from diffusers.models import AutoencoderKLTemporalDecoder
+from diffusers.utils.torch_utils import randn_tensor
+
+# on_step_end(step, timestep, latents), called after each scheduler step, returns the latents to go on with
+StepEndCallback = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@contextmanager
+def upcast_vae(vae: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Run a float16 VAE whose config sets ``force_upcast`` in float32 inside the block.
+
+    The SDXL and SVD VAEs overflow in float16; the VAE is cast back when the block ends.
+    """
+    upcast = vae.dtype == torch.float16 and vae.config.force_upcast
+    if upcast:
+        vae.to(dtype=torch.float32)
+    try:
+        yield vae
+    finally:
+        if upcast:
+            vae.to(dtype=torch.float16)
+
+
+def scheduler_step_kwargs(scheduler, generator, eta: float | None = None) -> dict:
+    """The keyword arguments among ``generator`` and ``eta`` that ``scheduler.step`` accepts.
+
+    Stochastic schedulers (Euler ancestral, DDPM) draw noise in ``step``; DDIM also takes ``eta``.
+    """
+    parameters = set(inspect.signature(scheduler.step).parameters)
+    kwargs = {"generator": generator}
+    if eta is not None:
+        kwargs["eta"] = eta
+    return {name: value for name, value in kwargs.items() if name in parameters}
+
+
+def with_zero_unconditional(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Prepend all-zero rows to each conditioning tensor: ``[batch, ...]`` -> ``[2 * batch, ...]``.
+
+    Both detokenizers were trained with all-zero conditioning as the unconditional branch of
+    classifier-free guidance (no keyframe codes; no keyframe latent and no motion).
+    """
+    return tuple(torch.cat([torch.zeros_like(tensor), tensor]) for tensor in tensors)
+
+
+def apply_guidance(noise_pred: torch.Tensor, guidance_scale: torch.Tensor | float) -> torch.Tensor:
+    """Classifier-free guidance on a prediction whose first half is the unconditional branch.
+
+    Args:
+        noise_pred: ``[2 * batch, ...]``, unconditional rows first.
+        guidance_scale: a float, or a tensor broadcasting against ``[batch, ...]`` (per-frame guidance).
+
+    Returns:
+        ``[batch, ...]``.
+    """
+    uncond, cond = noise_pred.chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
+
+
+def denoise_keyframe_latents(
+    unet: torch.nn.Module,
+    scheduler,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    pooled_prompt_embeds: torch.Tensor,
+    add_time_ids: torch.Tensor,
+    guidance_scale: float,
+    progress_bar,
+    step_kwargs: dict | None = None,
+    on_step_end: StepEndCallback | None = None,
+) -> torch.Tensor:
+    """Run an SDXL-style U-Net over ``timesteps`` under classifier-free guidance (when above 1).
+
+    Args:
+        unet: `UNet2DConditionModel` with ``addition_embed_type="text_time"``.
+        scheduler: a diffusers scheduler whose timesteps are set (``timesteps`` may be a tail of them).
+        latents: ``[batch, 4, h, w]`` noisy latents, already scaled for the first timestep.
+        prompt_embeds: ``[(2 *) batch, tokens, dim]``, the unconditional half first when guiding.
+        pooled_prompt_embeds: ``[(2 *) batch, pooled_dim]``.
+        add_time_ids: ``[(2 *) batch, 6]`` SDXL micro-conditioning.
+        guidance_scale: guidance weight; 1 or less runs the conditional branch only.
+        progress_bar: an object with ``update()`` (the pipeline's ``progress_bar(total=...)``).
+        step_kwargs: extra keyword arguments of ``scheduler.step`` (``generator``, ``eta``).
+        on_step_end: see :data:`StepEndCallback`.
+
+    Returns:
+        The denoised latents ``[batch, 4, h, w]``.
+    """
+    do_guidance = guidance_scale > 1
+    for step, t in enumerate(timesteps):
+        model_input = torch.cat([latents] * 2) if do_guidance else latents
+        model_input = scheduler.scale_model_input(model_input, t)
+        noise_pred = unet(
+            model_input,
+            t,
+            encoder_hidden_states=prompt_embeds,
+            added_cond_kwargs={"text_embeds": pooled_prompt_embeds, "time_ids": add_time_ids},
+            return_dict=False,
+        )[0]
+        if do_guidance:
+            noise_pred = apply_guidance(noise_pred, guidance_scale)
+        latents = scheduler.step(noise_pred, t, latents, **(step_kwargs or {}), return_dict=False)[0]
+        if on_step_end is not None:
+            latents = on_step_end(step, t, latents)
+        progress_bar.update()
+    return latents
+
+
+def denoise_clip_latents(
+    unet: torch.nn.Module,
+    scheduler,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    condition_latents: torch.Tensor,
+    motion_features: torch.Tensor,
+    added_time_ids: torch.Tensor,
+    guidance_scale: torch.Tensor | float,
+    do_guidance: bool,
+    progress_bar,
+    on_step_end: StepEndCallback | None = None,
+) -> torch.Tensor:
+    """Run the motion-conditioned spatio-temporal U-Net over ``timesteps`` (SVD-style EDM sampling).
+
+    Args:
+        unet: `UNetSpatioTemporalMotionModel` (10 input channels at full size).
+        scheduler: an EDM Euler scheduler whose timesteps are set.
+        latents: ``[batch, frames, 4, h, w]`` initial noise scaled by ``init_noise_sigma``.
+        condition_latents: ``[(2 *) batch, frames, 4 + 2, h, w]``: keyframe latents and motion channels,
+            concatenated to the noisy latents on the channel axis; the unconditional half first when guiding.
+        motion_features: ``[(2 *) batch, frames, tokens, dim]`` cross-attention context.
+        added_time_ids: ``[(2 *) batch, 3]`` fps, motion bucket id, noise augmentation strength.
+        guidance_scale: a float or a tensor ``[batch or 1, frames, 1, 1, 1]`` (guidance rising over frames).
+        do_guidance: whether the inputs carry the unconditional half.
+        progress_bar: an object with ``update()``.
+        on_step_end: see :data:`StepEndCallback`.
+
+    Returns:
+        The denoised latents ``[batch, frames, 4, h, w]``.
+    """
+    dtype = condition_latents.dtype
+    for step, t in enumerate(timesteps):
+        model_input = torch.cat([latents] * 2) if do_guidance else latents
+        model_input = scheduler.scale_model_input(model_input, t)
+        model_input = torch.cat([model_input, condition_latents], dim=2)
+        noise_pred = unet(
+            model_input.to(dtype),
+            t,
+            encoder_hidden_states=motion_features,
+            added_time_ids=added_time_ids,
+            return_dict=False,
+        )[0]
+        if do_guidance:
+            noise_pred = apply_guidance(noise_pred, guidance_scale)
+        latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+        if on_step_end is not None:
+            latents = on_step_end(step, t, latents)
+        progress_bar.update()
+    return latents
+
+
+def encode_augmented_keyframes(
+    vae: AutoencoderKLTemporalDecoder,
+    pixels: torch.Tensor,
+    noise_aug_strength: float,
+    generator: torch.Generator | list[torch.Generator] | None,
+) -> torch.Tensor:
+    """Noise-augment keyframes and VAE-encode them (distribution mode, unscaled, as SVD conditions).
+
+    Args:
+        pixels: ``[batch, 3, H, W]`` in [-1, 1], on the execution device.
+        noise_aug_strength: standard deviation of the Gaussian noise added to the pixels.
+
+    Returns:
+        ``[batch, 4, H / 8, W / 8]`` in the VAE's dtype.
+    """
+    pixels = pixels + noise_aug_strength * randn_tensor(
+        pixels.shape, generator=generator, device=pixels.device, dtype=pixels.dtype
+    )
+    with upcast_vae(vae):
+        return vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
+
+
+def decode_clip_latents(
+    vae: AutoencoderKLTemporalDecoder, latents: torch.Tensor, decode_chunk_size: int
+) -> torch.Tensor:
+    """Temporal-VAE decode, ``decode_chunk_size`` frames at a time.
+
+    Args:
+        latents: ``[batch, frames, 4, h, w]`` scaled latents.
+
+    Returns:
+        Frames ``[batch, frames, 3, H, W]``, float32 in [-1, 1] (not clamped).
+    """
+    batch_size, num_frames = latents.shape[:2]
+    with upcast_vae(vae):
+        flat = (latents.flatten(0, 1) / vae.config.scaling_factor).to(vae.dtype)
+        frames = torch.cat(
+            [vae.decode(chunk, num_frames=chunk.shape[0]).sample for chunk in flat.split(decode_chunk_size)]
+        )
+    return frames.reshape(batch_size, num_frames, *frames.shape[1:]).float()
