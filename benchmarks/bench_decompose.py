@@ -184,6 +184,7 @@ def compared_with_original(name: str, seconds: float) -> tuple[str, str]:
 
 
 def main() -> None:
+    """Parse the command line, then run one measurement (`--measure`, in a child process) or all of them."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -46,15 +46,18 @@ from datasets import Dataset, Features, Image, List, Value
 from prepare_video_text import (
     DecompositionOptions,
     PreparationError,
+    add_preparation_arguments,
+    already_prepared,
     check_plan,
     clip_features,
     decompose_path,
+    decomposition_options,
     finalize,
     run_sharded_map,
 )
 
-IMAGE_PLACEHOLDER = "<image>"
-VIDEO_PLACEHOLDER = "<video>"
+from transformers_vlavit.tokenizer_training import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
+
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 DEFAULT_VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")
 
@@ -235,18 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line options of this script."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="LLaVA or Video-ChatGPT JSON / JSONL file")
-    parser.add_argument("--out", required=True, help="output folder (datasets.load_from_disk format)")
     parser.add_argument("--format", choices=("auto", "llava", "video-chatgpt"), default="auto")
     parser.add_argument("--media-root", help="folder relative image / video paths start from")
     parser.add_argument("--video-extensions", default=",".join(DEFAULT_VIDEO_EXTENSIONS), help="for Video-ChatGPT ids")
-    parser.add_argument("--num-proc", type=int, default=1, help="worker processes of Dataset.map")
-    parser.add_argument("--num-shards", type=int, default=1, help="input shards, each saved when done (resume unit)")
-    parser.add_argument("--max-clips", type=int, default=DecompositionOptions.max_clips)
-    parser.add_argument("--no-transcode", action="store_true", help="videos already are 6 fps MPEG-4 Part 2")
-    parser.add_argument("--motion-dtype", choices=("float16", "float32"), default="float16")
-    parser.add_argument("--keyframe-format", choices=("png", "jpeg"), default="png")
-    parser.add_argument("--keep-shards", action="store_true", help="keep the per-shard folders after merging")
-    parser.add_argument("--overwrite", action="store_true", help="delete --out and start from scratch")
+    add_preparation_arguments(parser)
     return parser
 
 
@@ -256,15 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     input_path = Path(args.input).resolve()
     out_dir = Path(args.out).resolve()
     media_root = Path(args.media_root).resolve() if args.media_root else input_path.parent
-    options = DecompositionOptions(
-        max_clips=args.max_clips,
-        transcode=not args.no_transcode,
-        motion_dtype=args.motion_dtype,
-        keyframe_format=args.keyframe_format,
-    )
+    options = decomposition_options(args)
     try:
-        if (out_dir / "state.json").is_file() and not args.overwrite:
-            print(f"{out_dir} is already complete; pass --overwrite to prepare it again", flush=True)
+        if already_prepared(out_dir, args.overwrite):
             return 0
         if not input_path.is_file():
             raise PreparationError(f"input file {input_path} does not exist")

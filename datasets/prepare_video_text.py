@@ -73,6 +73,8 @@ PATH_COLUMNS = ("video", "video_path", "path", "file")
 CAPTION_COLUMNS = ("caption", "text", "name")
 SHARDS_FOLDER = "shards"
 PLAN_FILE = "plan.json"
+# written by ``Dataset.save_to_disk``: its presence in ``--out`` marks a finished preparation
+DATASET_STATE_FILE = "state.json"
 
 
 class PreparationError(RuntimeError):
@@ -277,6 +279,14 @@ def add_motion_tokens(shard: Dataset, work: Path, *, tokenizer, batch_size: int)
     ).with_format(None)
 
 
+def already_prepared(out_dir: Path, overwrite: bool) -> bool:
+    """``True`` (and says so) when ``out_dir`` holds a finished preparation that ``--overwrite`` does not redo."""
+    if (out_dir / DATASET_STATE_FILE).is_file() and not overwrite:
+        print(f"{out_dir} is already complete; pass --overwrite to prepare it again", flush=True)
+        return True
+    return False
+
+
 def check_plan(out_dir: Path, plan: dict, overwrite: bool) -> None:
     """Record the run's plan in ``out_dir`` or, when resuming, refuse to continue under a different plan."""
     plan_path = out_dir / SHARDS_FOLDER / PLAN_FILE
@@ -384,40 +394,49 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line options of this script."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="CSV/TSV/JSON/JSONL file of (video path, caption) rows")
-    parser.add_argument("--out", required=True, help="output folder (datasets.load_from_disk format)")
     parser.add_argument("--layout", choices=("plain", "webvid"), default="plain", help="column layout of --input")
     parser.add_argument("--video-root", help="folder relative video paths (WebVid: page_dir folders) start from")
     parser.add_argument("--video-column", help="column holding the video path (default: auto)")
     parser.add_argument("--caption-column", help="column holding the caption (default: auto)")
-    parser.add_argument("--num-proc", type=int, default=1, help="worker processes of Dataset.map")
-    parser.add_argument("--num-shards", type=int, default=1, help="input shards, each saved when done (resume unit)")
-    parser.add_argument("--max-clips", type=int, default=DEFAULT_MAX_CLIPS, help="most clips kept per video")
     parser.add_argument("--fps", type=int, default=DEFAULT_FPS, help="frame rate of the re-encoded stream")
-    parser.add_argument("--no-transcode", action="store_true", help="inputs already are 6 fps MPEG-4 Part 2")
-    parser.add_argument("--motion-dtype", choices=("float16", "float32"), default="float16")
-    parser.add_argument("--keyframe-format", choices=("png", "jpeg"), default="png")
     parser.add_argument("--motion-tokenizer", help="saved VideoLaVITMotionTokenizer: also store motion_token_ids")
     parser.add_argument("--device", default="cpu", help="device of the motion tokenizer")
     parser.add_argument("--token-batch-size", type=int, default=16, help="clips per motion tokenizer batch")
+    add_preparation_arguments(parser)
+    return parser
+
+
+def add_preparation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options both preparation scripts share: output, sharding, decomposition and storage settings."""
+    parser.add_argument("--out", required=True, help="output folder (datasets.load_from_disk format)")
+    parser.add_argument("--num-proc", type=int, default=1, help="worker processes of Dataset.map")
+    parser.add_argument("--num-shards", type=int, default=1, help="input shards, each saved when done (resume unit)")
+    parser.add_argument("--max-clips", type=int, default=DEFAULT_MAX_CLIPS, help="most clips kept per video")
+    parser.add_argument("--no-transcode", action="store_true", help=f"inputs already are {DEFAULT_FPS} fps MPEG-4 Part 2")
+    parser.add_argument("--motion-dtype", choices=("float16", "float32"), default="float16")
+    parser.add_argument("--keyframe-format", choices=("png", "jpeg"), default="png")
     parser.add_argument("--keep-shards", action="store_true", help="keep the per-shard folders after merging")
     parser.add_argument("--overwrite", action="store_true", help="delete --out and start from scratch")
-    return parser
+
+
+def decomposition_options(args: argparse.Namespace, **settings) -> DecompositionOptions:
+    """The options of ``add_preparation_arguments`` (plus a script's own ``settings``) as ``DecompositionOptions``."""
+    return DecompositionOptions(
+        max_clips=args.max_clips,
+        transcode=not args.no_transcode,
+        motion_dtype=args.motion_dtype,
+        keyframe_format=args.keyframe_format,
+        **settings,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the preparation; returns the process exit code."""
     args = build_parser().parse_args(argv)
     out_dir = Path(args.out).resolve()
-    options = DecompositionOptions(
-        fps=args.fps,
-        max_clips=args.max_clips,
-        transcode=not args.no_transcode,
-        motion_dtype=args.motion_dtype,
-        keyframe_format=args.keyframe_format,
-    )
+    options = decomposition_options(args, fps=args.fps)
     try:
-        if (out_dir / "state.json").is_file() and not args.overwrite:
-            print(f"{out_dir} is already complete; pass --overwrite to prepare it again", flush=True)
+        if already_prepared(out_dir, args.overwrite):
             return 0
         rows = resolve_inputs(args)
         plan = {

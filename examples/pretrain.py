@@ -59,9 +59,9 @@ from transformers_vlavit import (
     VideoLaVITProcessor,
     decompose_video,
     synthetic_english_corpus,
-    write_synthetic_video,
 )
 from transformers_vlavit.data_collator import VideoLaVITPretrainingCollator
+from transformers_vlavit.synthetic_video import write_training_sample_video
 from transformers_vlavit.tokenizer_training import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, layout_tokens
 
 SYNTHETIC_CAPTIONS = (
@@ -210,7 +210,7 @@ def synthetic_samples(folder: Path, num_videos: int, seed: int) -> list[dict]:
     samples, sentences = [], synthetic_english_corpus(num_sentences=num_videos, seed=seed)
     for index in range(num_videos):
         path = folder / f"synthetic_{index}.mp4"
-        write_synthetic_video(path, width=160, height=128, duration=4.5, fps=12, seed=seed + index)
+        write_training_sample_video(path, fps=12, seed=seed + index)
         clips = decompose_video(path)
         caption = SYNTHETIC_CAPTIONS[index % len(SYNTHETIC_CAPTIONS)]
         samples.append({"caption": caption, "video": clips})

@@ -44,8 +44,9 @@ from peft import LoraConfig, PeftModel
 from transformers import HfArgumentParser, Trainer, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from transformers_vlavit import VideoLaVITForCausalLM, VideoLaVITProcessor, write_synthetic_video
+from transformers_vlavit import VideoLaVITForCausalLM, VideoLaVITProcessor
 from transformers_vlavit.data_collator import VideoLaVITSFTCollator
+from transformers_vlavit.synthetic_video import write_training_sample_video
 
 # the decoder layers' linear projections of the language model; the tokenizers' modules never match
 LLM_LINEAR_LAYERS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
@@ -113,7 +114,7 @@ def synthetic_conversations(folder: Path, count: int, seed: int) -> Dataset:
     rows = []
     for index in range(count):
         path = folder / f"synthetic_{index}.mp4"
-        write_synthetic_video(path, width=160, height=128, duration=4.5, fps=12, seed=seed + index)
+        write_training_sample_video(path, fps=12, seed=seed + index)
         answer = SYNTHETIC_ANSWERS[index % len(SYNTHETIC_ANSWERS)]
         rows.append(
             {

@@ -27,25 +27,31 @@ Tiny run on CPU::
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from diffusers_vlavit.pipelines.pipeline_keyframe import VideoLaVITKeyframePipeline
-from transformers_vlavit import decompose_video, write_synthetic_video
+# The scripts of this folder are run directly (``python examples/...``), which puts this folder on sys.path.
+from detokenizer_training import (
+    DashedArgumentParser,
+    add_training_arguments,
+    build_accelerator,
+    parse_training_args,
+    run_training,
+    to_pixels,
+)
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-STEP_FILE = "step.json"
+from diffusers_vlavit.pipelines.pipeline_keyframe import VideoLaVITKeyframePipeline
+from transformers_vlavit import decompose_video
+from transformers_vlavit.synthetic_video import write_training_sample_video
+from transformers_vlavit.video_decomposition import DEFAULT_FPS
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
@@ -54,8 +60,8 @@ class KeyframeDetokenizerTrainingError(ValueError):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line of this script."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """The command line of this script (every option also takes the dashed spelling, `--output-dir`)."""
+    parser = DashedArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--pipeline", required=True, help="keyframe-detokenizer pipeline folder to start from"
     )
@@ -63,30 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--synthetic_videos", type=int, default=0, help="add the keyframes of N synthetic videos"
     )
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument(
-        "--resolution", type=int, nargs="+", default=[64], help="image size: SIDE or HEIGHT WIDTH"
-    )
-    parser.add_argument("--max_steps", type=int, default=100)
-    parser.add_argument("--train_batch_size", type=int, default=4)
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    parser.add_argument("--learning_rate", type=float, default=1e-5)
-    parser.add_argument("--weight_decay", type=float, default=1e-2)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default="no")
     parser.add_argument(
         "--condition_dropout", type=float, default=0.1, help="chance to zero a sample's condition"
     )
-    parser.add_argument(
-        "--checkpointing_steps", type=int, default=0, help="save_state every N steps (0: never)"
-    )
-    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
-    parser.add_argument("--logging_steps", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if len(args.resolution) == 1:
-        args.resolution = args.resolution * 2
-    return args
+    add_training_arguments(parser, train_batch_size=4)
+    return parse_training_args(parser, argv)
 
 
 def training_images(args: argparse.Namespace) -> list[Image.Image]:
@@ -100,7 +87,7 @@ def training_images(args: argparse.Namespace) -> list[Image.Image]:
         )
         images += [Image.open(path).convert("RGB") for path in files]
     for index in range(args.synthetic_videos):
-        video = write_synthetic_video(width=160, height=128, duration=4.5, fps=6, seed=args.seed + index)
+        video = write_training_sample_video(fps=DEFAULT_FPS, seed=args.seed + index)
         images += decompose_video(video).keyframes
     if not images:
         raise KeyframeDetokenizerTrainingError("no images: pass --images or --synthetic_videos.")
@@ -109,9 +96,7 @@ def training_images(args: argparse.Namespace) -> list[Image.Image]:
 
 def collate(images: list[Image.Image], height: int, width: int) -> dict:
     """Images -> `pixels [B, 3, H, W]` in [-1, 1] for the VAE and the PIL images for the visual tokenizer."""
-    arrays = [np.asarray(image.resize((width, height), Image.BICUBIC)) for image in images]
-    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return {"pixels": pixels, "images": list(images)}
+    return {"pixels": to_pixels(images, height, width), "images": list(images)}
 
 
 def denoising_loss(
@@ -164,24 +149,9 @@ def denoising_loss(
     return F.mse_loss(prediction.float(), target)
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The `checkpoint-N` folder of `output_dir` with the largest N, if any."""
-    found = [
-        (int(m.group(1)), p)
-        for p in output_dir.glob("checkpoint-*")
-        if (m := CHECKPOINT_PATTERN.match(p.name))
-    ]
-    return max(found)[1] if found else None
-
-
 def train(args: argparse.Namespace) -> list[float]:
     """Train and save the pipeline in `args.output_dir`; returns the loss of every optimizer step run."""
-    output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        project_dir=str(output_dir),
-    )
+    accelerator = build_accelerator(args)
     set_seed(args.seed)
     # the saved components name their classes as code files of the folder
     pipe = VideoLaVITKeyframePipeline.from_pretrained(args.pipeline, trust_remote_code=True)
@@ -200,48 +170,19 @@ def train(args: argparse.Namespace) -> list[float]:
     parameters = list(unet.parameters()) + list(keyframe_decoder.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
     unet, keyframe_decoder, optimizer, loader = accelerator.prepare(unet, keyframe_decoder, optimizer, loader)
-
-    step = 0
-    resume = (
-        latest_checkpoint(output_dir)
-        if args.resume_from_checkpoint == "latest"
-        else args.resume_from_checkpoint
+    losses = run_training(
+        args,
+        accelerator,
+        (unet, keyframe_decoder),
+        optimizer,
+        loader,
+        lambda batch: denoising_loss(pipe, unet, keyframe_decoder, noise_scheduler, batch, args),
     )
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        step = json.loads((Path(resume) / STEP_FILE).read_text())["step"]
-    batches_per_epoch = len(loader) // args.gradient_accumulation_steps or 1
-    losses = []
-    while step < args.max_steps:
-        # after a resume, skip as many batches of the current epoch as were consumed before the checkpoint
-        skip = (step % batches_per_epoch) * args.gradient_accumulation_steps
-        for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
-            with accelerator.accumulate(unet, keyframe_decoder):
-                loss = denoising_loss(pipe, unet, keyframe_decoder, noise_scheduler, batch, args)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            losses.append(accelerator.reduce(loss.detach(), "mean").item())
-            if step % args.logging_steps == 0:
-                accelerator.print(f"step {step}: loss {losses[-1]:.4f}")
-            if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-                folder = output_dir / f"checkpoint-{step}"
-                accelerator.save_state(str(folder))
-                if accelerator.is_main_process:
-                    (folder / STEP_FILE).write_text(json.dumps({"step": step}))
-            if step >= args.max_steps:
-                break
 
-    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         pipe.unet = accelerator.unwrap_model(unet).eval()
         pipe.keyframe_decoder = accelerator.unwrap_model(keyframe_decoder).eval()
-        pipe.save_pretrained(output_dir)
+        pipe.save_pretrained(args.output_dir)
         if losses:
             print(
                 f"keyframe detokenizer loss: first {losses[0]:.4f}, last {losses[-1]:.4f} "

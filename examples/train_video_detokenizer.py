@@ -40,24 +40,31 @@ Tiny run on CPU::
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 from pathlib import Path
 
 import av
-import numpy as np
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from diffusers_vlavit.pipelines.pipeline_video import VideoLaVITVideoPipeline
-from transformers_vlavit import decompose_video, write_synthetic_video
+# The scripts of this folder are run directly (``python examples/...``), which puts this folder on sys.path.
+from detokenizer_training import (
+    DashedArgumentParser,
+    add_training_arguments,
+    build_accelerator,
+    parse_training_args,
+    run_training,
+    to_pixels,
+)
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-STEP_FILE = "step.json"
+from diffusers_vlavit.pipelines.pipeline_video import VideoLaVITVideoPipeline
+from transformers_vlavit import decompose_video
+from transformers_vlavit.synthetic_video import write_training_sample_video
+from transformers_vlavit.video_decomposition import DEFAULT_FPS, DEFAULT_MAX_CLIPS
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov"}
 
 
 class VideoDetokenizerTrainingError(ValueError):
@@ -65,39 +72,22 @@ class VideoDetokenizerTrainingError(ValueError):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line of this script."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """The command line of this script (every option also takes the dashed spelling, `--output-dir`)."""
+    parser = DashedArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipeline", required=True, help="video-detokenizer pipeline folder to start from")
     parser.add_argument("--videos", nargs="*", default=[], help="video files or folders of videos")
     parser.add_argument("--synthetic_videos", type=int, default=0, help="add this many synthetic videos")
-    parser.add_argument("--output_dir", required=True)
     parser.add_argument(
-        "--resolution", type=int, nargs="+", default=[64], help="frame size: SIDE or HEIGHT WIDTH"
+        "--fps", type=int, default=DEFAULT_FPS, help="frame rate of the decomposition and of the clips"
     )
-    parser.add_argument("--fps", type=int, default=6, help="frame rate of the decomposition and of the clips")
-    parser.add_argument("--max_clips", type=int, default=8, help="most clips per video")
-    parser.add_argument("--max_steps", type=int, default=100)
-    parser.add_argument("--train_batch_size", type=int, default=1)
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    parser.add_argument("--learning_rate", type=float, default=1e-5)
-    parser.add_argument("--weight_decay", type=float, default=1e-2)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default="no")
+    parser.add_argument("--max_clips", type=int, default=DEFAULT_MAX_CLIPS, help="most clips per video")
     parser.add_argument("--p_mean", type=float, default=0.7, help="mean of log(sigma)")
     parser.add_argument("--p_std", type=float, default=1.6, help="standard deviation of log(sigma)")
     parser.add_argument("--condition_dropout", type=float, default=0.1, help="chance to drop every condition")
     parser.add_argument("--noise_aug_strength", type=float, default=0.02, help="keyframe noise augmentation")
     parser.add_argument("--motion_bucket_id", type=int, default=127)
-    parser.add_argument(
-        "--checkpointing_steps", type=int, default=0, help="save_state every N steps (0: never)"
-    )
-    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
-    parser.add_argument("--logging_steps", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if len(args.resolution) == 1:
-        args.resolution = args.resolution * 2
-    return args
+    add_training_arguments(parser, train_batch_size=1)
+    return parse_training_args(parser, argv)
 
 
 def read_frames(path: str | Path, fps: float) -> list[Image.Image]:
@@ -114,13 +104,6 @@ def read_frames(path: str | Path, fps: float) -> list[Image.Image]:
             source += 1
         frames.append(decoded[source][1])
     return frames
-
-
-def to_pixels(images: list[Image.Image], height: int, width: int) -> torch.Tensor:
-    """PIL frames -> `[frames, 3, height, width]` in [-1, 1] (bicubic resize)."""
-    arrays = [np.asarray(image.convert("RGB").resize((width, height), Image.BICUBIC)) for image in images]
-    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
-    return pixels / 127.5 - 1.0
 
 
 def video_clips(path: str | Path, args: argparse.Namespace) -> list[dict[str, torch.Tensor]]:
@@ -143,9 +126,7 @@ def video_paths(args: argparse.Namespace) -> list[Path]:
     paths = []
     for entry in map(Path, args.videos):
         if entry.is_dir():
-            paths += sorted(
-                p for p in entry.iterdir() if p.suffix.lower() in {".mp4", ".mkv", ".webm", ".avi", ".mov"}
-            )
+            paths += sorted(p for p in entry.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
         else:
             paths.append(entry)
     folder = Path(args.output_dir) / "synthetic_videos"
@@ -153,9 +134,7 @@ def video_paths(args: argparse.Namespace) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"synthetic_{index}.mp4"
         if not path.exists():
-            write_synthetic_video(
-                path, width=160, height=128, duration=4.5, fps=args.fps, seed=args.seed + index
-            )
+            write_training_sample_video(path, fps=args.fps, seed=args.seed + index)
         paths.append(path)
     if not paths:
         raise VideoDetokenizerTrainingError("no videos: pass --videos or --synthetic_videos.")
@@ -232,24 +211,9 @@ def denoising_loss(
     return (coefficients["weight"] * (denoised - latents) ** 2).mean()
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The `checkpoint-N` folder of `output_dir` with the largest N, if any."""
-    found = [
-        (int(m.group(1)), p)
-        for p in output_dir.glob("checkpoint-*")
-        if (m := CHECKPOINT_PATTERN.match(p.name))
-    ]
-    return max(found)[1] if found else None
-
-
 def train(args: argparse.Namespace) -> list[float]:
     """Train and save the pipeline in `args.output_dir`; returns the loss of every optimizer step run."""
-    output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        project_dir=str(output_dir),
-    )
+    accelerator = build_accelerator(args)
     set_seed(args.seed)
     # the saved components name their classes as code files of the folder
     pipe = VideoLaVITVideoPipeline.from_pretrained(args.pipeline, trust_remote_code=True)
@@ -260,55 +224,23 @@ def train(args: argparse.Namespace) -> list[float]:
     unet, motion_encoder = pipe.unet.train(), pipe.motion_encoder.train()
 
     clips = [clip for path in video_paths(args) for clip in video_clips(path, args)]
-    loader = DataLoader(
-        clips, batch_size=args.train_batch_size, shuffle=True, collate_fn=collate, drop_last=False
-    )
+    loader = DataLoader(clips, batch_size=args.train_batch_size, shuffle=True, collate_fn=collate)
     parameters = list(unet.parameters()) + list(motion_encoder.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
     unet, motion_encoder, optimizer, loader = accelerator.prepare(unet, motion_encoder, optimizer, loader)
-
-    step = 0
-    resume = (
-        latest_checkpoint(output_dir)
-        if args.resume_from_checkpoint == "latest"
-        else args.resume_from_checkpoint
+    losses = run_training(
+        args,
+        accelerator,
+        (unet, motion_encoder),
+        optimizer,
+        loader,
+        lambda batch: denoising_loss(pipe, unet, motion_encoder, batch, args),
     )
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        step = json.loads((Path(resume) / STEP_FILE).read_text())["step"]
-    batches_per_epoch = len(loader) // args.gradient_accumulation_steps or 1
-    losses = []
-    while step < args.max_steps:
-        # after a resume, skip as many batches of the current epoch as were consumed before the checkpoint
-        skip = (step % batches_per_epoch) * args.gradient_accumulation_steps
-        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
-        for batch in epoch_loader:
-            with accelerator.accumulate(unet, motion_encoder):
-                loss = denoising_loss(pipe, unet, motion_encoder, batch, args)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            losses.append(accelerator.reduce(loss.detach(), "mean").item())
-            if step % args.logging_steps == 0:
-                accelerator.print(f"step {step}: loss {losses[-1]:.4f}")
-            if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-                folder = output_dir / f"checkpoint-{step}"
-                accelerator.save_state(str(folder))
-                if accelerator.is_main_process:
-                    (folder / STEP_FILE).write_text(json.dumps({"step": step}))
-            if step >= args.max_steps:
-                break
 
-    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         pipe.unet = accelerator.unwrap_model(unet).eval()
         pipe.motion_encoder = accelerator.unwrap_model(motion_encoder).eval()
-        pipe.save_pretrained(output_dir)
+        pipe.save_pretrained(args.output_dir)
         if losses:
             print(
                 f"video detokenizer loss: first {losses[0]:.4f}, last {losses[-1]:.4f} ({len(losses)} steps)"

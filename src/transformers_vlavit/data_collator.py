@@ -31,6 +31,10 @@ class CollatorInputError(ValueError):
     """A training example lacks a field the collator needs, or holds one of the wrong kind."""
 
 
+class CollatorSettingsError(ValueError):
+    """A collator option is out of range."""
+
+
 @dataclass(frozen=True)
 class PrecomputedClips:
     """The clips of a video whose decomposition was stored beforehand (for example by
@@ -139,7 +143,10 @@ class VideoLaVITPretrainingCollator:
         generator: torch.Generator | None = None,
     ):
         if not 0.0 <= text_first_probability <= 1.0:
-            raise ValueError(f"text_first_probability must be in [0, 1], got {text_first_probability}.")
+            raise CollatorSettingsError(
+                f"text_first_probability must be in [0, 1] (the share of [text, video] samples), "
+                f"got {text_first_probability}."
+            )
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.visual_tokenizer = model.visual_tokenizer
@@ -222,9 +229,8 @@ class VideoLaVITPretrainingCollator:
         num_motion = len(video["motion_vectors"] if motion_codes is None else video["motion_codes"])
         if num_clips == 0 or num_clips != num_motion:
             raise CollatorInputError(
-                f"a video example has {num_clips} keyframes and {num_motion} motion clips; they must match "
-                "and be "
-                "at least one (drop rows of failed decompositions, whose 'error' is set)."
+                f"a video example has {num_clips} keyframes and {num_motion} motion clips; both must be equal "
+                "and at least 1 (drop rows of failed decompositions, whose 'error' is set)."
             )
         return video
 
@@ -456,6 +462,7 @@ class VideoLaVITSFTCollator:
 
 __all__ = [
     "CollatorInputError",
+    "CollatorSettingsError",
     "PrecomputedClips",
     "VideoLaVITPretrainingCollator",
     "VideoLaVITSFTCollator",

@@ -15,6 +15,10 @@ import torch
 _WHEEL_SEGMENTS = (15, 6, 4, 11, 13, 6)
 
 
+class MotionShapeError(ValueError):
+    """The motion array does not have the `[..., 2, H, W]` layout (x and y components)."""
+
+
 def color_wheel() -> np.ndarray:
     """The 55 colours of the Middlebury wheel, ``[55, 3]`` float in [0, 1], starting at red."""
     ramps = []
@@ -50,7 +54,10 @@ def motion_to_rgb(motion: torch.Tensor | np.ndarray, *, max_magnitude: float | N
         motion = motion.detach().to(device="cpu", dtype=torch.float64).numpy()
     motion = np.asarray(motion, dtype=np.float64)
     if motion.ndim < 3 or motion.shape[-3] != 2:
-        raise ValueError(f"motion must have shape [..., 2, H, W], got {list(motion.shape)}")
+        raise MotionShapeError(
+            f"motion must have shape [..., 2, H, W] (x and y components), got {list(motion.shape)}; "
+            "for decompose_video's [clips, 2, frames, H, W] pass motion[clip].transpose(0, 1)"
+        )
     u, v = motion[..., 0, :, :], motion[..., 1, :, :]
     magnitude = np.hypot(u, v)
     scale = float(magnitude.max(initial=0.0)) if max_magnitude is None else float(max_magnitude)

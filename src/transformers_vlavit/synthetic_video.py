@@ -44,6 +44,10 @@ _AUDIO_CODEC_BY_FORMAT = {
 _CONSTANT_RATE_FORMATS = {"m4v", "gif", "mpeg"}
 
 
+class SyntheticVideoError(ValueError):
+    """The requested synthetic video cannot be written with these settings."""
+
+
 @dataclass(frozen=True)
 class _Scene:
     """Pre-computed pieces of the synthetic picture for one video size."""
@@ -169,7 +173,7 @@ def write_synthetic_video(
         The file's bytes when ``destination`` is ``None``, else ``None``.
     """
     if width < 2 or height < 2 or duration <= 0 or fps <= 0:
-        raise ValueError(
+        raise SyntheticVideoError(
             f"need width, height >= 2 and positive duration and fps, got {width}x{height}, "
             f"{duration} s, {fps} fps"
         )
@@ -179,7 +183,9 @@ def write_synthetic_video(
         suffix = Path(destination).suffix.lower() if isinstance(destination, (str, os.PathLike)) else ""
         container_format = _FORMAT_BY_SUFFIX.get(suffix, "mp4")
     if variable_frame_rate and container_format in _CONSTANT_RATE_FORMATS:
-        raise ValueError(f"container {container_format!r} cannot store a variable frame rate; use mp4 or mkv")
+        raise SyntheticVideoError(
+            f"container {container_format!r} cannot store a variable frame rate; use mp4 or mkv"
+        )
 
     # PyAV's planar YUV 4:2:0 arrays need sizes divisible by 4: draw at the size just above and
     # resample other sizes (odd ones included) when the frame is handed to the encoder.
@@ -220,6 +226,17 @@ def write_synthetic_video(
         if audio_writer is not None:
             audio_writer.finish(container)
     return buffer.getvalue() if buffer is not None else None
+
+
+def write_training_sample_video(
+    destination: str | os.PathLike | BinaryIO | None = None, *, fps: float, seed: int = 0
+) -> bytes | None:
+    """The small synthetic video the training examples make when they run without real data.
+
+    160 x 128 pixels keeps tiny CPU runs fast; 4.5 seconds holds a full 24-frame clip at 6 fps after
+    decomposition. Arguments and return value as in :func:`write_synthetic_video`.
+    """
+    return write_synthetic_video(destination, width=160, height=128, duration=4.5, fps=fps, seed=seed)
 
 
 class _ToneWriter:

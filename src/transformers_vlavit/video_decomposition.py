@@ -79,6 +79,10 @@ class VideoDecodeError(ValueError):
     """The input cannot be decomposed: it is missing, empty, not a video, or cannot be decoded."""
 
 
+class DecompositionSettingsError(ValueError):
+    """The decomposition settings (frame rate, clip length, number of clips) are out of range."""
+
+
 VideoInput = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
 
@@ -327,6 +331,9 @@ def select_clip_starts(
 
     Args:
         frame_types: one picture-type letter per decoded frame (``"IPPP...I..."``).
+        clip_frames: frames per clip; a regular start must leave room for a whole clip.
+        max_clips: most clips kept.
+        gop_size: the encoder's I-frame interval, which marks the regular starts.
 
     Returns:
         Frame indices of the clip starts, ascending; at most ``max_clips`` of them.
@@ -703,10 +710,13 @@ def decompose_video(
 
     Raises:
         VideoDecodeError: the input is missing, empty, not a video or cannot be decoded.
+        DecompositionSettingsError: ``fps``, ``clip_frames`` or ``max_clips`` is not positive.
     """
     if fps <= 0 or clip_frames <= 0 or max_clips <= 0:
-        raise ValueError(
-            f"fps, clip_frames and max_clips must be positive, got {fps}, {clip_frames}, {max_clips}"
+        raise DecompositionSettingsError(
+            f"fps, clip_frames and max_clips must be positive, got {fps}, {clip_frames}, {max_clips}; "
+            f"the original's settings are fps={DEFAULT_FPS}, clip_frames={DEFAULT_CLIP_FRAMES}, "
+            f"max_clips={DEFAULT_MAX_CLIPS}"
         )
     source = _as_source(video)
     accumulator = _MotionAccumulator()

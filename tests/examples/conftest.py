@@ -28,13 +28,12 @@ class ScriptTools:
 
     @staticmethod
     def env(cache_dir: Path) -> dict[str, str]:
-        """Environment of a script run: private caches, no hub, one thread per process (2 shared cores)."""
+        """Environment of a script run: private caches, no hub (``OMP_NUM_THREADS`` comes from tests/conftest.py)."""
         env = dict(os.environ)
         env.update(
             HF_HOME=str(cache_dir / "hf"),
             HF_DATASETS_CACHE=str(cache_dir / "datasets"),
             HF_HUB_OFFLINE="1",
-            OMP_NUM_THREADS="1",
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -60,7 +59,9 @@ class ScriptTools:
 
     @staticmethod
     def load(path: Path):
-        """Import a plain script as a module."""
+        """Import a plain script as a module, its folder on ``sys.path`` as when it runs (sibling imports)."""
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
         spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module

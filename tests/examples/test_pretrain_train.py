@@ -17,6 +17,7 @@ from transformers_vlavit import (
 )
 from transformers_vlavit.data_collator import (
     CollatorInputError,
+    CollatorSettingsError,
     PrecomputedClips,
     VideoLaVITPretrainingCollator,
 )
@@ -45,6 +46,12 @@ def model_and_processor(checkpoint):
 def clips() -> PrecomputedClips:
     decomposition = decompose_video(write_synthetic_video(width=160, height=128, duration=4.5, fps=12))
     return PrecomputedClips(decomposition.keyframes, decomposition.motion_vectors)
+
+
+def test_pretraining_collator_rejects_a_probability_outside_0_1(model_and_processor):
+    model, processor = model_and_processor
+    with pytest.raises(CollatorSettingsError, match=r"\[0, 1\]"):
+        VideoLaVITPretrainingCollator(processor, model, text_first_probability=1.5)
 
 
 def test_pretraining_collator_layout_both_orders(model_and_processor, clips):

@@ -123,3 +123,17 @@ def test_train_keyframe_detokenizer_loss_falls_and_resumes(keyframe_script, deto
 
     resumed = keyframe_script.main([*argv, "--max_steps", "9", "--resume_from_checkpoint", "latest"])
     assert len(resumed) == 1
+
+
+@pytest.mark.parametrize("script_name", ["video_script", "keyframe_script"])
+def test_detokenizer_scripts_take_dashed_and_underscored_options(script_name, request):
+    script = request.getfixturevalue(script_name)
+    common = ["--pipeline", "folder", "--resolution", "32", "48"]
+    underscored = script.parse_args(
+        [*common, "--output_dir", "out", "--max_steps", "7", "--resume_from_checkpoint", "latest"]
+    )
+    dashed = script.parse_args(
+        [*common, "--output-dir", "out", "--max-steps", "7", "--resume-from-checkpoint", "latest"]
+    )
+    assert vars(dashed) == vars(underscored)
+    assert (dashed.output_dir, dashed.max_steps, dashed.resolution) == ("out", 7, [32, 48])

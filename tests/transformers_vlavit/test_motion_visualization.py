@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from transformers_vlavit.motion_visualization import color_wheel, motion_to_rgb
+from transformers_vlavit.motion_visualization import MotionShapeError, color_wheel, motion_to_rgb
 
 
 def _single(u: float, v: float, **kwargs) -> np.ndarray:
@@ -59,5 +59,5 @@ def test_batched_tensor_input_shares_one_scale():
 
 
 def test_bad_shape():
-    with pytest.raises(ValueError, match=r"\[..., 2, H, W\]"):
+    with pytest.raises(MotionShapeError, match=r"\[..., 2, H, W\]"):
         motion_to_rgb(np.zeros((3, 4, 5)))

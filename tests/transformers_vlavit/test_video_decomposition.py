@@ -17,6 +17,7 @@ from PIL import Image
 from transformers_vlavit.synthetic_video import write_synthetic_video
 from transformers_vlavit.video_decomposition import (
     MOTION_STD,
+    DecompositionSettingsError,
     VideoDecomposition,
     decompose_video,
     motion_from_blocks,
@@ -225,7 +226,7 @@ def test_clip_and_rate_settings(video_13s):
     result = decompose_video(video_13s, fps=3, clip_frames=12, max_clips=1)
     assert result.fps == 3.0 and result.num_frames == 39
     assert result.motion_vectors.shape == (1, 2, 12, 20, 36)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(DecompositionSettingsError, match="positive"):
         decompose_video(video_13s, max_clips=0)
 
 

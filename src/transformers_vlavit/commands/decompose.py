@@ -15,12 +15,23 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+# the package's __init__ has imported this module already: no extra start-up cost for the CLI
+from ..video_decomposition import (
+    DEFAULT_CLIP_FRAMES,
+    DEFAULT_FPS,
+    DEFAULT_MAX_CLIPS,
+    VideoDecodeError,
+    decompose_video,
+)
+
 logger = logging.get_logger(__name__)
 
 # Preview layout: frames per row, and the width each frame is drawn at.
 PREVIEW_COLUMNS = 6
 PREVIEW_FRAME_WIDTH = 192
 PREVIEW_GAP = 4
+# frame types shown in the printed summary before it is cut with "..."
+SUMMARY_FRAME_TYPES = 36
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,11 +53,17 @@ def add_decomposition_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-transcode",
         dest="transcode",
         action="store_false",
-        help="read the input's own motion vectors (only for 6 fps MPEG-4 Part 2 input)",
+        help=f"read the input's own motion vectors (only for {DEFAULT_FPS} fps MPEG-4 Part 2 input)",
     )
-    parser.add_argument("--fps", type=int, default=6, help="frame rate of the MPEG-4 re-encode (default 6)")
-    parser.add_argument("--clip-frames", type=int, default=24, help="frames per clip (default 24)")
-    parser.add_argument("--max-clips", type=int, default=8, help="most clips per video (default 8)")
+    parser.add_argument(
+        "--fps", type=int, default=DEFAULT_FPS, help="frame rate of the MPEG-4 re-encode (default %(default)s)"
+    )
+    parser.add_argument(
+        "--clip-frames", type=int, default=DEFAULT_CLIP_FRAMES, help="frames per clip (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-clips", type=int, default=DEFAULT_MAX_CLIPS, help="most clips per video (default %(default)s)"
+    )
     parser.add_argument(
         "--encoder-threads",
         type=int,
@@ -63,7 +80,6 @@ def decompose_to_folder(video, out: Path, args: argparse.Namespace) -> dict:
     """
     from ..image_processing_video_lavit import VideoLaVITImageProcessor
     from ..motion_visualization import motion_to_rgb
-    from ..video_decomposition import decompose_video
 
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -141,8 +157,6 @@ def _motion_grid(frames, keyframe_size: tuple[int, int]):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``vlavit decompose``; returns the exit code (2 when the input is not a usable video)."""
-    from ..video_decomposition import VideoDecodeError
-
     try:
         summary = decompose_to_folder(args.video, args.out, args)
     except VideoDecodeError as error:
@@ -157,8 +171,8 @@ def print_summary(summary: dict, out: Path) -> None:
     size = summary["frame_size"]
     print(
         f"{summary['input']}: {summary['num_frames']} frames at {summary['fps']:g} fps, "
-        f"{size['width']}x{size['height']}, frame types {summary['frame_types'][:36]}"
-        f"{'...' if len(summary['frame_types']) > 36 else ''}\n"
+        f"{size['width']}x{size['height']}, frame types {summary['frame_types'][:SUMMARY_FRAME_TYPES]}"
+        f"{'...' if len(summary['frame_types']) > SUMMARY_FRAME_TYPES else ''}\n"
         f"{summary['clips']} clip(s) starting at frames {summary['keyframe_indices']}; "
         f"motion_vectors {summary['motion_vectors_shape']}, pixel_values {summary['pixel_values_shape']}\n"
         f"decomposed in {summary['timings_s']['decompose']:.2f} s; wrote {len(summary['files'])} images and "
