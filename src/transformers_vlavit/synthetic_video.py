@@ -234,9 +234,21 @@ def write_training_sample_video(
     """The small synthetic video the training examples make when they run without real data.
 
     160 x 128 pixels keeps tiny CPU runs fast; 4.5 seconds holds a full 24-frame clip at 6 fps after
-    decomposition. Arguments and return value as in :func:`write_synthetic_video`.
+    decomposition. Arguments and return value as in :func:`write_synthetic_video`. A path destination is
+    written to a temporary file first and renamed into place, so the processes of a multi-process launch
+    that all write the same (identical) sample never read a half-written file.
     """
-    return write_synthetic_video(destination, width=160, height=128, duration=4.5, fps=fps, seed=seed)
+    settings = {"width": 160, "height": 128, "duration": 4.5, "fps": fps, "seed": seed}
+    if destination is None or not isinstance(destination, (str, os.PathLike)):
+        return write_synthetic_video(destination, **settings)
+    destination = Path(destination)
+    partial = destination.with_name(f".{destination.stem}.{os.getpid()}.partial{destination.suffix}")
+    try:
+        write_synthetic_video(partial, **settings)
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
+    return None
 
 
 class _ToneWriter:
