@@ -74,13 +74,27 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB.
+
+    Linux's `ru_maxrss` survives fork and exec, so a child started by a large parent would report the
+    parent's peak; `VmHWM` belongs to the process's own address space and starts afresh at exec.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(path: str, transcode: bool, settings: dict, repeat: int) -> dict:
     """Run inside the subprocess: import, then time `repeat` decompositions; peak RSS at the end."""
     started = time.perf_counter()
     from transformers_vlavit.video_decomposition import decompose_video
 
     imported = time.perf_counter()
-    rss_after_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_after_import = peak_rss_mb()
     runs, cpu = [], []
     for _ in range(repeat):
         begin, begin_cpu = time.perf_counter(), _cpu_seconds()
@@ -94,7 +108,7 @@ def measure(path: str, transcode: bool, settings: dict, repeat: int) -> dict:
         "frames": result.num_frames,
         "clips": result.num_clips,
         "rss_after_import_mb": rss_after_import,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
