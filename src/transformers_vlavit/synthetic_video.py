@@ -236,7 +236,7 @@ def write_training_sample_video(
     160 x 128 pixels keeps tiny CPU runs fast; 4.5 seconds holds a full 24-frame clip at 6 fps after
     decomposition. Arguments and return value as in :func:`write_synthetic_video`. A path destination is
     written to a temporary file first and renamed into place, so the processes of a multi-process launch
-    that all write the same (identical) sample never read a half-written file.
+    that all write the same sample never read a half-written file.
     """
     settings = {"width": 160, "height": 128, "duration": 4.5, "fps": fps, "seed": seed}
     if destination is None or not isinstance(destination, (str, os.PathLike)):

