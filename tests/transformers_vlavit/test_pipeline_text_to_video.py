@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -26,30 +23,13 @@ FAST = {
     "keyframe_height": 32,
     "keyframe_width": 32,
 }
-PROJECT_IMPORT = re.compile(r"^\s*(from|import)\s+(transformers_vlavit|diffusers_vlavit)\b", re.MULTILINE)
 
 # Runs in a fresh interpreter where importing the project's packages fails: only the code that
 # save_pretrained wrote next to the weights can build the pipeline.
 REMOTE_SCRIPT = textwrap.dedent(
     """
-    import importlib.abc
     import json
     import sys
-
-    BLOCKED = ("transformers_vlavit", "diffusers_vlavit")
-
-
-    class BlockProject(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked: remote code must not need it")
-            return None
-
-
-    sys.meta_path.insert(0, BlockProject())
-    for name in list(sys.modules):
-        if name.split(".")[0] in BLOCKED:
-            del sys.modules[name]
 
     import numpy as np
     import torch
@@ -151,7 +131,9 @@ def test_checkpoint_without_detokenizer_says_what_to_do(tmp_path):
         pipeline("text-to-video", model=str(folder))
 
 
-def test_saved_pipeline_runs_as_remote_code_without_the_packages(pipe, tmp_path):
+def test_saved_pipeline_runs_as_remote_code_without_the_packages(
+    pipe, tmp_path, run_without_project, imports_project
+):
     folder = tmp_path / "saved"
     pipe.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
@@ -161,17 +143,11 @@ def test_saved_pipeline_runs_as_remote_code_without_the_packages(pipe, tmp_path)
     )
     assert (folder / "pipeline_text_to_video.py").is_file()
     assert (folder / "detokenizer" / "pipeline_video_lavit.py").is_file()
-    assert not any(PROJECT_IMPORT.search(path.read_text()) for path in folder.rglob("*.py"))
+    assert not any(imports_project(path.read_text()) for path in folder.rglob("*.py"))
     expected = as_array(pipe("a cat", generator=seeded(), **FAST)["frames"])
 
     frames_path = tmp_path / "frames.npy"
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(folder), str(frames_path)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_without_project(REMOTE_SCRIPT, folder, frames_path)
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded_project"] == []

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -13,30 +10,12 @@ import pytest
 from transformers_vlavit.synthetic_video import write_synthetic_video
 from transformers_vlavit.tiny_checkpoint import write_tiny_checkpoint
 
-PROJECT_IMPORT = re.compile(r"^\s*(from|import)\s+(transformers_vlavit|diffusers_vlavit)\b", re.MULTILINE)
-
-# Runs in a fresh interpreter: any import of the project's packages fails, so only the files that
-# save_pretrained copied next to the weights can make the model and the processor work.
+# Runs through `run_without_project`: only the files that save_pretrained copied next to the weights
+# can make the model and the processor work.
 REMOTE_SCRIPT = textwrap.dedent(
     """
-    import importlib.abc
     import json
     import sys
-
-    BLOCKED = ("transformers_vlavit", "diffusers_vlavit")
-
-
-    class BlockProject(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked: remote code must not need it")
-            return None
-
-
-    sys.meta_path.insert(0, BlockProject())
-    for name in list(sys.modules):
-        if name.split(".")[0] in BLOCKED:
-            del sys.modules[name]
 
     import torch
     from transformers import AutoModelForCausalLM, AutoProcessor
@@ -79,7 +58,7 @@ def remote_checkpoint(tmp_path_factory):
     return folder / "checkpoint", videos
 
 
-def test_save_pretrained_copies_every_code_file(remote_checkpoint):
+def test_save_pretrained_copies_every_code_file(remote_checkpoint, imports_project):
     checkpoint, _ = remote_checkpoint
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["auto_map"] == {
@@ -101,17 +80,12 @@ def test_save_pretrained_copies_every_code_file(remote_checkpoint):
     ):
         assert (checkpoint / name).is_file(), name
     for code_file in checkpoint.glob("*.py"):
-        assert not PROJECT_IMPORT.search(code_file.read_text()), code_file
+        assert not imports_project(code_file.read_text()), code_file
 
 
-def test_remote_code_processor_and_generate_without_the_package(remote_checkpoint):
+def test_remote_code_processor_and_generate_without_the_package(remote_checkpoint, run_without_project):
     checkpoint, videos = remote_checkpoint
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(checkpoint), *map(str, videos)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_without_project(REMOTE_SCRIPT, checkpoint, *videos)
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded_project"] == []
