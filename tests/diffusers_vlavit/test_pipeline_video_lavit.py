@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import PIL.Image
@@ -24,7 +23,6 @@ FAST = {
     "keyframe_height": 32,
     "keyframe_width": 32,
 }
-PROJECT_IMPORT = re.compile(r"^\s*(from|import)\s+(transformers_vlavit|diffusers_vlavit)\b", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +167,7 @@ def test_half_precision_weights_run_end_to_end(checkpoint, dtype):
         assert float32_sizes[name] - sizes[name] == pytest.approx(saved / 1e9, rel=1e-6)
 
 
-def test_save_pretrained_writes_self_contained_custom_code(pipe, tmp_path):
+def test_save_pretrained_writes_self_contained_custom_code(pipe, tmp_path, imports_project):
     pipe.save_pretrained(tmp_path / "detokenizer", include_language_model=False)
     folder = tmp_path / "detokenizer"
     index = json.loads((folder / "model_index.json").read_text())
@@ -186,7 +184,7 @@ def test_save_pretrained_writes_self_contained_custom_code(pipe, tmp_path):
         "pipeline_video_lavit.py",
         "unet/unet_spatio_temporal_motion.py",
     ]
-    assert not any(PROJECT_IMPORT.search(path.read_text()) for path in folder.rglob("*.py"))
+    assert not any(imports_project(path.read_text()) for path in folder.rglob("*.py"))
 
     reloaded = DiffusionPipeline.from_pretrained(
         folder, trust_remote_code=True, language_model=pipe.language_model, processor=pipe.processor
