@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -35,19 +35,19 @@ class DashedArgumentParser(argparse.ArgumentParser):
 
 def add_training_arguments(parser: argparse.ArgumentParser, *, train_batch_size: int) -> None:
     """Add the options both detokenizer scripts share: output, sizes, optimisation, precision, checkpoints."""
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--resolution", type=int, nargs="+", default=[64], help="SIDE or HEIGHT WIDTH")
-    parser.add_argument("--max_steps", type=int, default=100)
-    parser.add_argument("--train_batch_size", type=int, default=train_batch_size)
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    parser.add_argument("--learning_rate", type=float, default=1e-5)
-    parser.add_argument("--weight_decay", type=float, default=1e-2)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default="no")
+    parser.add_argument("--output_dir", required=True, help="folder of the checkpoints and the trained model")
+    parser.add_argument("--resolution", type=int, nargs="+", default=[64], help="SIDE or HEIGHT WIDTH of training images")
+    parser.add_argument("--max_steps", type=int, default=100, help="optimizer steps of the whole run")
+    parser.add_argument("--train_batch_size", type=int, default=train_batch_size, help="samples per micro-batch")
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
+    parser.add_argument("--learning_rate", type=float, default=1e-5, help="AdamW learning rate")
+    parser.add_argument("--weight_decay", type=float, default=1e-2, help="AdamW weight decay")
+    parser.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
+    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default="no", help="autocast precision")
     parser.add_argument("--checkpointing_steps", type=int, default=0, help="save_state every N steps (0: never)")
     parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
-    parser.add_argument("--logging_steps", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--logging_steps", type=int, default=1, help="print the loss every N steps")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, data order and noise")
 
 
 def parse_training_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -71,6 +71,8 @@ def build_accelerator(args: argparse.Namespace) -> Accelerator:
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         project_dir=str(args.output_dir),
+        # shuffling seeded by seed + epoch: a resume in the middle of an epoch sees the same batches
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
 
 
@@ -110,6 +112,7 @@ def run_training(
     optimizer: torch.optim.Optimizer,
     loader: DataLoader,
     compute_loss: Callable[[dict], torch.Tensor],
+    on_step: Callable[[int], None] | None = None,
 ) -> list[float]:
     """
     Optimise until `--max_steps` optimizer steps, resuming from `--resume_from_checkpoint` if given.
@@ -121,6 +124,8 @@ def run_training(
         optimizer: their optimizer.
         loader: batches for `compute_loss`.
         compute_loss: batch -> scalar loss tensor.
+        on_step: called with the step number after every optimizer step, before that step's checkpoint (so
+            that what it changes, such as a renormalised codebook, is saved): upkeep, metrics, evaluation.
 
     Returns:
         The loss of every optimizer step run by this call (averaged over processes).
@@ -133,6 +138,7 @@ def run_training(
     while step < args.max_steps:
         # after a resume, skip as many batches of the current epoch as were consumed before the checkpoint
         skip = (step % batches_per_epoch) * args.gradient_accumulation_steps
+        loader.set_epoch(step // batches_per_epoch)
         for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
             with accelerator.accumulate(*trained):
                 loss = compute_loss(batch)
@@ -147,6 +153,8 @@ def run_training(
             losses.append(accelerator.reduce(loss.detach(), "mean").item())
             if step % args.logging_steps == 0:
                 accelerator.print(f"step {step}: loss {losses[-1]:.4f}")
+            if on_step is not None:
+                on_step(step)
             if args.checkpointing_steps and step % args.checkpointing_steps == 0:
                 save_checkpoint(accelerator, output_dir, step)
             if step >= args.max_steps:

@@ -165,6 +165,8 @@ def train(args: argparse.Namespace) -> list[float]:
         training_images(args),
         batch_size=args.train_batch_size,
         shuffle=True,
+        # shuffled by the seedable sampler; this generator keeps iterators off the global RNG (see run_training)
+        generator=torch.Generator().manual_seed(args.seed),
         collate_fn=lambda images: collate(images, height, width),
     )
     parameters = list(unet.parameters()) + list(keyframe_decoder.parameters())

@@ -224,7 +224,14 @@ def train(args: argparse.Namespace) -> list[float]:
     unet, motion_encoder = pipe.unet.train(), pipe.motion_encoder.train()
 
     clips = [clip for path in video_paths(args) for clip in video_clips(path, args)]
-    loader = DataLoader(clips, batch_size=args.train_batch_size, shuffle=True, collate_fn=collate)
+    loader = DataLoader(
+        clips,
+        batch_size=args.train_batch_size,
+        shuffle=True,
+        # shuffled by the seedable sampler; this generator keeps iterators off the global RNG (see run_training)
+        generator=torch.Generator().manual_seed(args.seed),
+        collate_fn=collate,
+    )
     parameters = list(unet.parameters()) + list(motion_encoder.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
     unet, motion_encoder, optimizer, loader = accelerator.prepare(unet, motion_encoder, optimizer, loader)
