@@ -158,11 +158,19 @@ def frame_positions(spec: ShapesVideoSpec) -> np.ndarray:
 
 
 def _shape_mask(shape: str, centre: tuple[float, float], side: float, size: int, supersample: int = 4) -> np.ndarray:
-    """Coverage of the object over the frame's pixels: ``[size, size]`` float in [0, 1] (anti-aliased)."""
-    grid = (np.arange(size * supersample) + 0.5) / supersample
-    ys, xs = grid[:, None], grid[None, :]
+    """Coverage of the object over the frame's pixels: ``[size, size]`` float in [0, 1] (anti-aliased).
+
+    Only the pixels of the object's bounding box are super-sampled; the rest of the frame is 0.
+    """
     cx, cy = centre
     half = side / 2
+    x0, y0 = max(int(np.floor(cx - half)) - 1, 0), max(int(np.floor(cy - half)) - 1, 0)
+    x1, y1 = min(int(np.ceil(cx + half)) + 1, size), min(int(np.ceil(cy + half)) + 1, size)
+    coverage = np.zeros((size, size))
+    if x1 <= x0 or y1 <= y0:
+        return coverage
+    ys = y0 + (np.arange((y1 - y0) * supersample) + 0.5)[:, None] / supersample
+    xs = x0 + (np.arange((x1 - x0) * supersample) + 0.5)[None, :] / supersample
     if shape == "circle":
         inside = (xs - cx) ** 2 + (ys - cy) ** 2 <= half**2
     elif shape == "square":
@@ -174,7 +182,9 @@ def _shape_mask(shape: str, centre: tuple[float, float], side: float, size: int,
         inside = (ys >= top) & (ys <= bottom) & (np.abs(xs - cx) <= half * progress)
     else:
         raise ShapesWorldError(f"unknown shape {shape!r}; expected one of {SHAPES}")
-    return inside.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
+    window = inside.reshape(y1 - y0, supersample, x1 - x0, supersample).mean(axis=(1, 3))
+    coverage[y0:y1, x0:x1] = window
+    return coverage
 
 
 def _background(spec: ShapesVideoSpec) -> np.ndarray:
