@@ -21,6 +21,7 @@ The reference loops below call the same modules but none of the pipelines' code,
 from __future__ import annotations
 
 import copy
+import inspect
 
 import pytest
 import torch
@@ -31,7 +32,8 @@ from diffusers_vlavit import VideoLaVITPipeline
 from diffusers_vlavit.tiny import build_tiny_keyframe_pipeline, build_tiny_video_pipeline
 from transformers_vlavit.tiny_checkpoint import write_tiny_checkpoint
 
-SIZE, FRAMES, STEPS = 16, 4, 3
+# non-square, so that a height/width swap shows
+HEIGHT, WIDTH, FRAMES, STEPS = 16, 24, 4, 3
 ATOL = 1e-5
 
 
@@ -112,9 +114,9 @@ def reference_video_loop(
 
 def inputs(batch=2):
     generator = seeded(11)
-    keyframes = torch.rand(batch, 3, SIZE, SIZE, generator=generator)
+    keyframes = torch.rand(batch, 3, HEIGHT, WIDTH, generator=generator)
     motion = torch.randn(batch, 2, FRAMES, 20, 36, generator=generator) * 0.5
-    noise = torch.randn(batch, FRAMES, 4, SIZE // 8, SIZE // 8, generator=generator)
+    noise = torch.randn(batch, FRAMES, 4, HEIGHT // 8, WIDTH // 8, generator=generator)
     return keyframes, motion, noise
 
 
@@ -130,7 +132,7 @@ def inputs(batch=2):
 def test_video_pipeline_matches_the_original_loop(video_pipe, options):
     keyframes, motion, noise = inputs()
     frames = video_pipe(
-        keyframes, motion=motion, height=SIZE, width=SIZE, num_inference_steps=STEPS, latents=noise,
+        keyframes, motion=motion, height=HEIGHT, width=WIDTH, num_inference_steps=STEPS, latents=noise,
         generator=seeded(3), output_type="pt", **options,
     ).frames  # fmt: skip
     reference_options = {
@@ -144,22 +146,22 @@ def test_video_pipeline_matches_the_original_loop(video_pipe, options):
     }
     augmentation = torch.randn(keyframes.shape, generator=seeded(3))
     expected = reference_video_loop(
-        video_pipe, keyframes * 2 - 1, resize_frames(motion, SIZE // 8, SIZE // 8), augmentation, noise,
+        video_pipe, keyframes * 2 - 1, resize_frames(motion, HEIGHT // 8, WIDTH // 8), augmentation, noise,
         **reference_options,
     )  # fmt: skip
     torch.testing.assert_close(frames, expected, rtol=0, atol=ATOL)
 
 
 def test_video_pipeline_from_motion_ids_matches_the_original_loop(video_pipe):
-    keyframes = torch.rand(1, 3, SIZE, SIZE, generator=seeded(4))
+    keyframes = torch.rand(1, 3, HEIGHT, WIDTH, generator=seeded(4))
     config = video_pipe.motion_tokenizer.config
     motion_ids = torch.randint(0, config.codebook_size, (1, 135), generator=seeded(5))
-    noise = torch.randn(1, 24, 4, SIZE // 8, SIZE // 8, generator=seeded(6))
+    noise = torch.randn(1, 24, 4, HEIGHT // 8, WIDTH // 8, generator=seeded(6))
     frames = video_pipe(
-        keyframes, motion_ids=motion_ids, height=SIZE, width=SIZE, num_inference_steps=2, latents=noise,
+        keyframes, motion_ids=motion_ids, height=HEIGHT, width=WIDTH, num_inference_steps=2, latents=noise,
         generator=seeded(3), output_type="pt",
     ).frames  # fmt: skip
-    motion = video_pipe.motion_tokenizer.decode_for_detokenizer(motion_ids, SIZE // 8, SIZE // 8)
+    motion = video_pipe.motion_tokenizer.decode_for_detokenizer(motion_ids, HEIGHT // 8, WIDTH // 8)
     augmentation = torch.randn(keyframes.shape, generator=seeded(3))
     expected = reference_video_loop(video_pipe, keyframes * 2 - 1, motion, augmentation, noise, steps=2)
     torch.testing.assert_close(frames, expected, rtol=0, atol=ATOL)
@@ -167,7 +169,7 @@ def test_video_pipeline_from_motion_ids_matches_the_original_loop(video_pipe):
 
 def test_end_to_end_clip_rendering_matches_the_original_loop(composite):
     keyframes, motion, _ = inputs()
-    motion = resize_frames(motion, SIZE // 8, SIZE // 8)
+    motion = resize_frames(motion, HEIGHT // 8, WIDTH // 8)
     frames = composite.render_clip(
         keyframes, motion, num_inference_steps=STEPS, min_guidance_scale=1.0, max_guidance_scale=4.0,
         use_linear_guidance=True, fps=6, motion_bucket_id=127, noise_aug_strength=0.02, decode_chunk_size=8,
@@ -175,7 +177,7 @@ def test_end_to_end_clip_rendering_matches_the_original_loop(composite):
     )  # fmt: skip
     generator = seeded(8)
     augmentation = torch.randn(keyframes.shape, generator=generator)
-    noise = torch.randn(2, FRAMES, 4, SIZE // 8, SIZE // 8, generator=generator)
+    noise = torch.randn(2, FRAMES, 4, HEIGHT // 8, WIDTH // 8, generator=generator)
     expected = reference_video_loop(composite, keyframes * 2 - 1, motion, augmentation, noise)
     torch.testing.assert_close(frames, expected, rtol=0, atol=ATOL)
 
@@ -223,14 +225,14 @@ def keyframe_codes(pipe):
 
 def test_keyframe_pipeline_matches_the_original_loop(keyframe_pipe):
     codes, embeddings, counts = keyframe_codes(keyframe_pipe)
-    noise = torch.randn(2, 4, SIZE // 8, SIZE // 8, generator=seeded(1))
+    noise = torch.randn(2, 4, HEIGHT // 8, WIDTH // 8, generator=seeded(1))
     images = keyframe_pipe(
-        token_ids=codes, height=SIZE, width=SIZE, num_inference_steps=STEPS, latents=noise, generator=seeded(2),
+        token_ids=codes, height=HEIGHT, width=WIDTH, num_inference_steps=STEPS, latents=noise, generator=seeded(2),
         output_type="pt",
     ).images  # fmt: skip
     expected, _ = reference_keyframe_loop(
         keyframe_pipe.unet, keyframe_pipe.vae, keyframe_pipe.scheduler, keyframe_pipe.keyframe_decoder,
-        embeddings, counts, noise, seeded(2), STEPS, SIZE, SIZE,
+        embeddings, counts, noise, seeded(2), STEPS, HEIGHT, WIDTH,
     )  # fmt: skip
     torch.testing.assert_close(images, expected, rtol=0, atol=ATOL)
 
@@ -239,22 +241,22 @@ def test_keyframe_pipeline_matches_the_original_loop(keyframe_pipe):
 def test_end_to_end_keyframes_match_the_original_loop_and_its_renoising(composite, keyframe_pipe, previous):
     _, embeddings, counts = keyframe_codes(keyframe_pipe)
     steps = 20
-    previous_frame = torch.rand(2, 3, SIZE, SIZE, generator=seeded(9)) if previous else None
+    previous_frame = torch.rand(2, 3, HEIGHT, WIDTH, generator=seeded(9)) if previous else None
     first_inputs = []
     hook = composite.keyframe_unet.register_forward_pre_hook(
         lambda module, args: first_inputs.append(args[0]) if not first_inputs else None
     )
     try:
         images = composite.render_keyframes(
-            embeddings, counts, SIZE, SIZE, steps, 3.0, seeded(4), init_images=previous_frame, renoise_level=0.85
+            embeddings, counts, HEIGHT, WIDTH, steps, 3.0, seeded(4), init_images=previous_frame, renoise_level=0.85
         )
     finally:
         hook.remove()
     generator = seeded(4)
-    noise = torch.randn(2, 4, SIZE // 8, SIZE // 8, generator=generator)
+    noise = torch.randn(2, 4, HEIGHT // 8, WIDTH // 8, generator=generator)
     expected, first_input = reference_keyframe_loop(
         composite.keyframe_unet, composite.keyframe_vae, composite.keyframe_scheduler, composite.keyframe_decoder,
-        embeddings, counts, noise, generator, steps, SIZE, SIZE, previous_frame=previous_frame,
+        embeddings, counts, noise, generator, steps, HEIGHT, WIDTH, previous_frame=previous_frame,
     )  # fmt: skip
     # the first denoising input: pure noise, or the previous frame re-noised at step int(0.85 * 20) = 17
     torch.testing.assert_close(first_inputs[0], first_input, rtol=0, atol=ATOL)
@@ -281,7 +283,7 @@ def test_long_video_starts_each_later_keyframe_from_the_previous_clips_last_fram
     steps = 10
     output = pipe(
         ["a boat", "a kite"], num_clips=2, num_inference_steps=1, keyframe_num_inference_steps=steps,
-        height=SIZE, width=SIZE, keyframe_height=SIZE, keyframe_width=SIZE, generator=seeded(0), output_type="pt",
+        height=HEIGHT, width=WIDTH, keyframe_height=HEIGHT, keyframe_width=WIDTH, generator=seeded(0), output_type="pt",
     )  # fmt: skip
     assert len(calls) == 2 and calls[0][1]["init_images"] is None
     args, kwargs, state, images = calls[1]
@@ -290,9 +292,20 @@ def test_long_video_starts_each_later_keyframe_from_the_previous_clips_last_fram
     assert kwargs["renoise_level"] == 0.85
     generator = torch.Generator().manual_seed(0)
     generator.set_state(state)
-    noise = torch.randn(2, 4, SIZE // 8, SIZE // 8, generator=generator)
+    noise = torch.randn(2, 4, HEIGHT // 8, WIDTH // 8, generator=generator)
     expected, _ = reference_keyframe_loop(
         pipe.keyframe_unet, pipe.keyframe_vae, pipe.keyframe_scheduler, pipe.keyframe_decoder, *args[:2],
-        noise, generator, steps, SIZE, SIZE, previous_frame=output.frames[:, frames_per_clip - 1],
+        noise, generator, steps, HEIGHT, WIDTH, previous_frame=output.frames[:, frames_per_clip - 1],
     )  # fmt: skip
     torch.testing.assert_close(images, expected, rtol=0, atol=ATOL)
+
+
+def test_detokenizer_pipelines_default_to_the_originals_settings():
+    from diffusers_vlavit import VideoLaVITKeyframePipeline, VideoLaVITVideoPipeline
+
+    video = inspect.signature(VideoLaVITVideoPipeline.__call__).parameters
+    names = ("num_inference_steps", "min_guidance_scale", "max_guidance_scale", "use_linear_guidance", "fps",
+             "motion_bucket_id", "noise_aug_strength", "decode_chunk_size")  # fmt: skip
+    assert [video[name].default for name in names] == [25, 1.0, 4.0, True, 6, 127, 0.02, 8]
+    keyframe = inspect.signature(VideoLaVITKeyframePipeline.__call__).parameters
+    assert (keyframe["num_inference_steps"].default, keyframe["guidance_scale"].default) == (50, 3.0)
