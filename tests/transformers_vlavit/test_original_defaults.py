@@ -97,10 +97,16 @@ def spy_on_video_tokens(language_model, monkeypatch) -> list:
 
     def spy(**kwargs):
         calls.append(kwargs)
-        return generate_video_tokens(**kwargs)
+        output = generate_video_tokens(**kwargs)
+        kwargs["output"] = output
+        return output
 
     monkeypatch.setattr(language_model, "generate_video_tokens", spy)
     return calls
+
+
+def without_output(call: dict) -> dict:
+    return {key: value for key, value in call.items() if key != "output"}
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +126,10 @@ def test_motion_sampling_switch_reaches_the_language_model(text_to_video, monkey
     assert all(call["do_sample"] for call in calls)
     # None: the original's greedy motion after a generated keyframe
     greedy = text_to_video.detokenizer.language_model.generate_video_tokens(
-        **{**calls[0], "generator": torch.Generator().manual_seed(1), "motion_do_sample": False}
+        **{**without_output(calls[0]), "generator": torch.Generator().manual_seed(1), "motion_do_sample": False}
     )
     default = text_to_video.detokenizer.language_model.generate_video_tokens(
-        **{**calls[0], "generator": torch.Generator().manual_seed(1), "motion_do_sample": None}
+        **{**without_output(calls[0]), "generator": torch.Generator().manual_seed(1), "motion_do_sample": None}
     )
     assert torch.equal(greedy.motion_ids, default.motion_ids)
 
@@ -158,7 +164,7 @@ def test_end_to_end_generation_runs_with_the_originals_settings(text_to_video, m
         method = getattr(pipe, name)
 
         def spy(*args, _method=method, _calls=calls[name], **kwargs):
-            _calls.append(kwargs)
+            _calls.append(inspect.signature(_method).bind(*args, **kwargs).arguments)
             return _method(*args, **kwargs)
 
         monkeypatch.setattr(pipe, name, spy)
@@ -173,7 +179,11 @@ def test_end_to_end_generation_runs_with_the_originals_settings(text_to_video, m
     for keyframe_call in calls["render_keyframes"]:
         assert (keyframe_call["guidance_scale"], keyframe_call["renoise_level"]) == (3.0, 0.85)
     assert len(calls["render_clip"]) == 2
-    for clip_call in calls["render_clip"]:
+    motion_ids = tokens["output"].motion_ids
+    latent_size = (FAST["height"] // pipe.vae_scale_factor, FAST["width"] // pipe.vae_scale_factor)
+    for clip, clip_call in enumerate(calls["render_clip"]):
+        expected_motion = pipe.language_model.motion_tokenizer.decode_for_detokenizer(motion_ids[:, clip], *latent_size)
+        torch.testing.assert_close(clip_call["motion"], expected_motion, rtol=0, atol=0)
         settings = {key: clip_call[key] for key in ("min_guidance_scale", "max_guidance_scale", "use_linear_guidance",
                                                      "fps", "motion_bucket_id", "noise_aug_strength")}
         assert settings == {"min_guidance_scale": 1.0, "max_guidance_scale": 4.0, "use_linear_guidance": True,
