@@ -842,8 +842,8 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         negatives = self._unpad_rows(negative_prompt_ids, negative_prompt_attention_mask, batch_size, device)
         if negative_prompt_ids is not None and any(len(negative) == 0 for negative in negatives):
             raise VideoLaVITInputError(
-                "negative_prompt_ids has a row without real tokens; give every row at least one token, "
-                "or pass no negative prompt (the unconditional branch then starts at the phase's start token)."
+                "negative_prompt_ids has a row without real tokens; give every row at least one token, or "
+                "pass no negative prompt (the unconditional branch then starts at the phase's start token)."
             )
         max_keyframe_tokens = max_keyframe_tokens or config.visual_tokenizer_config.num_patches
         min_keyframe_tokens = min(min_keyframe_tokens, max_keyframe_tokens)
@@ -885,6 +885,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         image_end = torch.tensor([config.image_end_token_id], device=device)
         motion_start = torch.tensor([config.motion_start_token_id], device=device)
         motion_end = torch.tensor([config.motion_end_token_id], device=device)
+
         def unconditional(start_token: torch.LongTensor) -> list[torch.LongTensor]:
             # the reference's guidance starts from the negative prompt as given, else from the last prompt
             # token, which is the phase's start token

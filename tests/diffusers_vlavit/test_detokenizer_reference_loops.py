@@ -72,9 +72,20 @@ def resize_frames(motion: torch.Tensor, height: int, width: int) -> torch.Tensor
 
 @torch.no_grad()
 def reference_video_loop(
-    pipe, pixels, motion_latent, augmentation_noise, noise, steps=STEPS, min_guidance=1.0, max_guidance=4.0,
-    linear=True, fps=6, motion_bucket_id=127, noise_aug_strength=0.02, decode_chunk_size=8,
-):  # fmt: skip
+    pipe,
+    pixels,
+    motion_latent,
+    augmentation_noise,
+    noise,
+    steps=STEPS,
+    min_guidance=1.0,
+    max_guidance=4.0,
+    linear=True,
+    fps=6,
+    motion_bucket_id=127,
+    noise_aug_strength=0.02,
+    decode_chunk_size=8,
+):
     """The original's video detokenizer loop: keyframe pixels `[B, 3, H, W]` in [-1, 1] and motion at latent
     size `[B, 2, T, h, w]` -> frames `[B, T, 3, H, W]` in [0, 1]."""
     batch, _, frames = motion_latent.shape[:3]
@@ -93,7 +104,9 @@ def reference_video_loop(
     scheduler.set_timesteps(steps)
     latents = noise * scheduler.init_noise_sigma
     if linear:
-        guidance = torch.linspace(min_guidance, max_guidance, frames)[None].repeat(batch, 1)[..., None, None, None]
+        guidance = torch.linspace(min_guidance, max_guidance, frames)[None].repeat(batch, 1)[
+            ..., None, None, None
+        ]
     else:
         guidance = max_guidance
     for t in scheduler.timesteps:
@@ -105,9 +118,11 @@ def reference_video_loop(
 
     flat = latents.flatten(0, 1) / vae.config.scaling_factor
     decoded = [
-        vae.decode(flat[start : start + decode_chunk_size], num_frames=len(flat[start : start + decode_chunk_size])).sample
+        vae.decode(
+            flat[start : start + decode_chunk_size], num_frames=len(flat[start : start + decode_chunk_size])
+        ).sample
         for start in range(0, len(flat), decode_chunk_size)
-    ]  # fmt: skip
+    ]
     decoded = torch.cat(decoded).reshape(batch, frames, *decoded[0].shape[1:])
     return (decoded / 2 + 0.5).clamp(0, 1)
 
@@ -125,16 +140,29 @@ def inputs(batch=2):
     [
         {},
         {"use_linear_guidance": False, "max_guidance_scale": 2.5},
-        {"min_guidance_scale": 2.0, "max_guidance_scale": 6.0, "noise_aug_strength": 0.1, "fps": 8,
-         "motion_bucket_id": 60, "decode_chunk_size": 3},
+        {
+            "min_guidance_scale": 2.0,
+            "max_guidance_scale": 6.0,
+            "noise_aug_strength": 0.1,
+            "fps": 8,
+            "motion_bucket_id": 60,
+            "decode_chunk_size": 3,
+        },
     ],
-)  # fmt: skip
+)
 def test_video_pipeline_matches_the_original_loop(video_pipe, options):
     keyframes, motion, noise = inputs()
     frames = video_pipe(
-        keyframes, motion=motion, height=HEIGHT, width=WIDTH, num_inference_steps=STEPS, latents=noise,
-        generator=seeded(3), output_type="pt", **options,
-    ).frames  # fmt: skip
+        keyframes,
+        motion=motion,
+        height=HEIGHT,
+        width=WIDTH,
+        num_inference_steps=STEPS,
+        latents=noise,
+        generator=seeded(3),
+        output_type="pt",
+        **options,
+    ).frames
     reference_options = {
         "min_guidance": options.get("min_guidance_scale", 1.0),
         "max_guidance": options.get("max_guidance_scale", 4.0),
@@ -146,9 +174,13 @@ def test_video_pipeline_matches_the_original_loop(video_pipe, options):
     }
     augmentation = torch.randn(keyframes.shape, generator=seeded(3))
     expected = reference_video_loop(
-        video_pipe, keyframes * 2 - 1, resize_frames(motion, HEIGHT // 8, WIDTH // 8), augmentation, noise,
+        video_pipe,
+        keyframes * 2 - 1,
+        resize_frames(motion, HEIGHT // 8, WIDTH // 8),
+        augmentation,
+        noise,
         **reference_options,
-    )  # fmt: skip
+    )
     torch.testing.assert_close(frames, expected, rtol=0, atol=ATOL)
 
 
@@ -158,9 +190,15 @@ def test_video_pipeline_from_motion_ids_matches_the_original_loop(video_pipe):
     motion_ids = torch.randint(0, config.codebook_size, (1, 135), generator=seeded(5))
     noise = torch.randn(1, 24, 4, HEIGHT // 8, WIDTH // 8, generator=seeded(6))
     frames = video_pipe(
-        keyframes, motion_ids=motion_ids, height=HEIGHT, width=WIDTH, num_inference_steps=2, latents=noise,
-        generator=seeded(3), output_type="pt",
-    ).frames  # fmt: skip
+        keyframes,
+        motion_ids=motion_ids,
+        height=HEIGHT,
+        width=WIDTH,
+        num_inference_steps=2,
+        latents=noise,
+        generator=seeded(3),
+        output_type="pt",
+    ).frames
     motion = video_pipe.motion_tokenizer.decode_for_detokenizer(motion_ids, HEIGHT // 8, WIDTH // 8)
     augmentation = torch.randn(keyframes.shape, generator=seeded(3))
     expected = reference_video_loop(video_pipe, keyframes * 2 - 1, motion, augmentation, noise, steps=2)
@@ -171,10 +209,18 @@ def test_end_to_end_clip_rendering_matches_the_original_loop(composite):
     keyframes, motion, _ = inputs()
     motion = resize_frames(motion, HEIGHT // 8, WIDTH // 8)
     frames = composite.render_clip(
-        keyframes, motion, num_inference_steps=STEPS, min_guidance_scale=1.0, max_guidance_scale=4.0,
-        use_linear_guidance=True, fps=6, motion_bucket_id=127, noise_aug_strength=0.02, decode_chunk_size=8,
+        keyframes,
+        motion,
+        num_inference_steps=STEPS,
+        min_guidance_scale=1.0,
+        max_guidance_scale=4.0,
+        use_linear_guidance=True,
+        fps=6,
+        motion_bucket_id=127,
+        noise_aug_strength=0.02,
+        decode_chunk_size=8,
         generator=seeded(8),
-    )  # fmt: skip
+    )
     generator = seeded(8)
     augmentation = torch.randn(keyframes.shape, generator=generator)
     noise = torch.randn(2, FRAMES, 4, HEIGHT // 8, WIDTH // 8, generator=generator)
@@ -184,9 +230,21 @@ def test_end_to_end_clip_rendering_matches_the_original_loop(composite):
 
 @torch.no_grad()
 def reference_keyframe_loop(
-    unet, vae, scheduler, decoder, code_embeddings, token_counts, noise, generator, steps, height, width,
-    guidance=3.0, previous_frame=None, renoise_level=0.85,
-):  # fmt: skip
+    unet,
+    vae,
+    scheduler,
+    decoder,
+    code_embeddings,
+    token_counts,
+    noise,
+    generator,
+    steps,
+    height,
+    width,
+    guidance=3.0,
+    previous_frame=None,
+    renoise_level=0.85,
+):
     """The original's keyframe loop -> images `[B, 3, H, W]` in [0, 1]; `previous_frame` `[B, 3, H, W]` in
     [0, 1] starts it from that frame re-noised at `timesteps[int(renoise_level * steps)]`."""
     scheduler = copy.deepcopy(scheduler)
@@ -212,7 +270,9 @@ def reference_keyframe_loop(
         added = {"text_embeds": pooled, "time_ids": time_ids}
         prediction = unet(model_input, t, encoder_hidden_states=prompt_embeds, added_cond_kwargs=added).sample
         uncond, cond = prediction.chunk(2)
-        latents = scheduler.step(uncond + guidance * (cond - uncond), t, latents, generator=generator).prev_sample
+        latents = scheduler.step(
+            uncond + guidance * (cond - uncond), t, latents, generator=generator
+        ).prev_sample
     images = vae.decode(latents / vae.config.scaling_factor).sample
     return (images / 2 + 0.5).clamp(0, 1), first_input
 
@@ -227,13 +287,27 @@ def test_keyframe_pipeline_matches_the_original_loop(keyframe_pipe):
     codes, embeddings, counts = keyframe_codes(keyframe_pipe)
     noise = torch.randn(2, 4, HEIGHT // 8, WIDTH // 8, generator=seeded(1))
     images = keyframe_pipe(
-        token_ids=codes, height=HEIGHT, width=WIDTH, num_inference_steps=STEPS, latents=noise, generator=seeded(2),
+        token_ids=codes,
+        height=HEIGHT,
+        width=WIDTH,
+        num_inference_steps=STEPS,
+        latents=noise,
+        generator=seeded(2),
         output_type="pt",
-    ).images  # fmt: skip
+    ).images
     expected, _ = reference_keyframe_loop(
-        keyframe_pipe.unet, keyframe_pipe.vae, keyframe_pipe.scheduler, keyframe_pipe.keyframe_decoder,
-        embeddings, counts, noise, seeded(2), STEPS, HEIGHT, WIDTH,
-    )  # fmt: skip
+        keyframe_pipe.unet,
+        keyframe_pipe.vae,
+        keyframe_pipe.scheduler,
+        keyframe_pipe.keyframe_decoder,
+        embeddings,
+        counts,
+        noise,
+        seeded(2),
+        STEPS,
+        HEIGHT,
+        WIDTH,
+    )
     torch.testing.assert_close(images, expected, rtol=0, atol=ATOL)
 
 
@@ -248,16 +322,34 @@ def test_end_to_end_keyframes_match_the_original_loop_and_its_renoising(composit
     )
     try:
         images = composite.render_keyframes(
-            embeddings, counts, HEIGHT, WIDTH, steps, 3.0, seeded(4), init_images=previous_frame, renoise_level=0.85
+            embeddings,
+            counts,
+            HEIGHT,
+            WIDTH,
+            steps,
+            3.0,
+            seeded(4),
+            init_images=previous_frame,
+            renoise_level=0.85,
         )
     finally:
         hook.remove()
     generator = seeded(4)
     noise = torch.randn(2, 4, HEIGHT // 8, WIDTH // 8, generator=generator)
     expected, first_input = reference_keyframe_loop(
-        composite.keyframe_unet, composite.keyframe_vae, composite.keyframe_scheduler, composite.keyframe_decoder,
-        embeddings, counts, noise, generator, steps, HEIGHT, WIDTH, previous_frame=previous_frame,
-    )  # fmt: skip
+        composite.keyframe_unet,
+        composite.keyframe_vae,
+        composite.keyframe_scheduler,
+        composite.keyframe_decoder,
+        embeddings,
+        counts,
+        noise,
+        generator,
+        steps,
+        HEIGHT,
+        WIDTH,
+        previous_frame=previous_frame,
+    )
     # the first denoising input: pure noise, or the previous frame re-noised at step int(0.85 * 20) = 17
     torch.testing.assert_close(first_inputs[0], first_input, rtol=0, atol=ATOL)
     torch.testing.assert_close(images, expected, rtol=0, atol=ATOL)
@@ -267,7 +359,10 @@ def test_long_video_starts_each_later_keyframe_from_the_previous_clips_last_fram
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
     model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
     processor = AutoProcessor.from_pretrained(checkpoint)
-    pipes = [build_tiny_keyframe_pipeline(model.visual_tokenizer), build_tiny_video_pipeline(model.motion_tokenizer)]
+    pipes = [
+        build_tiny_keyframe_pipeline(model.visual_tokenizer),
+        build_tiny_video_pipeline(model.motion_tokenizer),
+    ]
     pipe = VideoLaVITPipeline.from_detokenizer_pipelines(*pipes, language_model=model, processor=processor)
     pipe.set_progress_bar_config(disable=True)
     calls = []
@@ -282,9 +377,17 @@ def test_long_video_starts_each_later_keyframe_from_the_previous_clips_last_fram
     pipe.render_keyframes = spy
     steps = 10
     output = pipe(
-        ["a boat", "a kite"], num_clips=2, num_inference_steps=1, keyframe_num_inference_steps=steps,
-        height=HEIGHT, width=WIDTH, keyframe_height=HEIGHT, keyframe_width=WIDTH, generator=seeded(0), output_type="pt",
-    )  # fmt: skip
+        ["a boat", "a kite"],
+        num_clips=2,
+        num_inference_steps=1,
+        keyframe_num_inference_steps=steps,
+        height=HEIGHT,
+        width=WIDTH,
+        keyframe_height=HEIGHT,
+        keyframe_width=WIDTH,
+        generator=seeded(0),
+        output_type="pt",
+    )
     assert len(calls) == 2 and calls[0][1]["init_images"] is None
     args, kwargs, state, images = calls[1]
     frames_per_clip = output.frames.shape[1] // 2
@@ -294,9 +397,18 @@ def test_long_video_starts_each_later_keyframe_from_the_previous_clips_last_fram
     generator.set_state(state)
     noise = torch.randn(2, 4, HEIGHT // 8, WIDTH // 8, generator=generator)
     expected, _ = reference_keyframe_loop(
-        pipe.keyframe_unet, pipe.keyframe_vae, pipe.keyframe_scheduler, pipe.keyframe_decoder, *args[:2],
-        noise, generator, steps, HEIGHT, WIDTH, previous_frame=output.frames[:, frames_per_clip - 1],
-    )  # fmt: skip
+        pipe.keyframe_unet,
+        pipe.keyframe_vae,
+        pipe.keyframe_scheduler,
+        pipe.keyframe_decoder,
+        *args[:2],
+        noise,
+        generator,
+        steps,
+        HEIGHT,
+        WIDTH,
+        previous_frame=output.frames[:, frames_per_clip - 1],
+    )
     torch.testing.assert_close(images, expected, rtol=0, atol=ATOL)
 
 
@@ -304,8 +416,16 @@ def test_detokenizer_pipelines_default_to_the_originals_settings():
     from diffusers_vlavit import VideoLaVITKeyframePipeline, VideoLaVITVideoPipeline
 
     video = inspect.signature(VideoLaVITVideoPipeline.__call__).parameters
-    names = ("num_inference_steps", "min_guidance_scale", "max_guidance_scale", "use_linear_guidance", "fps",
-             "motion_bucket_id", "noise_aug_strength", "decode_chunk_size")  # fmt: skip
+    names = (
+        "num_inference_steps",
+        "min_guidance_scale",
+        "max_guidance_scale",
+        "use_linear_guidance",
+        "fps",
+        "motion_bucket_id",
+        "noise_aug_strength",
+        "decode_chunk_size",
+    )
     assert [video[name].default for name in names] == [25, 1.0, 4.0, True, 6, 127, 0.02, 8]
     keyframe = inspect.signature(VideoLaVITKeyframePipeline.__call__).parameters
     assert (keyframe["num_inference_steps"].default, keyframe["guidance_scale"].default) == (50, 3.0)

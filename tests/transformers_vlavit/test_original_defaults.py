@@ -17,7 +17,7 @@ import torch
 from transformers import AutoProcessor, pipeline
 
 import transformers_vlavit.processing_video_lavit as processing
-import transformers_vlavit.video_decomposition as video_decomposition
+from transformers_vlavit import video_decomposition
 from transformers_vlavit.cli import build_parser, main
 from transformers_vlavit.commands.ask import answer_questions
 from transformers_vlavit.processing_video_lavit import VideoLaVITProcessor
@@ -126,19 +126,29 @@ def test_motion_sampling_switch_reaches_the_language_model(text_to_video, monkey
     assert all(call["do_sample"] for call in calls)
     # None: the original's greedy motion after a generated keyframe
     greedy = text_to_video.detokenizer.language_model.generate_video_tokens(
-        **{**without_output(calls[0]), "generator": torch.Generator().manual_seed(1), "motion_do_sample": False}
+        **{
+            **without_output(calls[0]),
+            "generator": torch.Generator().manual_seed(1),
+            "motion_do_sample": False,
+        }
     )
     default = text_to_video.detokenizer.language_model.generate_video_tokens(
-        **{**without_output(calls[0]), "generator": torch.Generator().manual_seed(1), "motion_do_sample": None}
+        **{
+            **without_output(calls[0]),
+            "generator": torch.Generator().manual_seed(1),
+            "motion_do_sample": None,
+        }
     )
     assert torch.equal(greedy.motion_ids, default.motion_ids)
 
 
-@pytest.mark.parametrize(("flag", "expected"), [([], None), (["--sample-motion"], True), (["--no-sample-motion"], False)])
+@pytest.mark.parametrize(
+    ("flag", "expected"), [([], None), (["--sample-motion"], True), (["--no-sample-motion"], False)]
+)
 def test_generate_command_passes_the_motion_sampling_switch(flag, expected, monkeypatch, tmp_path):
     import transformers
 
-    import transformers_vlavit.commands.reconstruct as reconstruct
+    from transformers_vlavit.commands import reconstruct
 
     received = {}
 
@@ -170,11 +180,24 @@ def test_end_to_end_generation_runs_with_the_originals_settings(text_to_video, m
         monkeypatch.setattr(pipe, name, spy)
     pipe("a cat", num_clips=2, generator=torch.Generator().manual_seed(0), **FAST)
     tokens = calls["tokens"][0]
-    assert {key: tokens[key] for key in ("keyframe_guidance_scale", "motion_guidance_scale", "top_k", "top_p",
-                                         "temperature", "do_sample")} == {
-        "keyframe_guidance_scale": 4.0, "motion_guidance_scale": 7.0, "top_k": 200, "top_p": 1.0,
-        "temperature": 1.0, "do_sample": True,
-    }  # fmt: skip
+    assert {
+        key: tokens[key]
+        for key in (
+            "keyframe_guidance_scale",
+            "motion_guidance_scale",
+            "top_k",
+            "top_p",
+            "temperature",
+            "do_sample",
+        )
+    } == {
+        "keyframe_guidance_scale": 4.0,
+        "motion_guidance_scale": 7.0,
+        "top_k": 200,
+        "top_p": 1.0,
+        "temperature": 1.0,
+        "do_sample": True,
+    }
     assert tokens["negative_prompt_ids"] is None
     for keyframe_call in calls["render_keyframes"]:
         assert (keyframe_call["guidance_scale"], keyframe_call["renoise_level"]) == (3.0, 0.85)
@@ -182,20 +205,54 @@ def test_end_to_end_generation_runs_with_the_originals_settings(text_to_video, m
     motion_ids = tokens["output"].motion_ids
     latent_size = (FAST["height"] // pipe.vae_scale_factor, FAST["width"] // pipe.vae_scale_factor)
     for clip, clip_call in enumerate(calls["render_clip"]):
-        expected_motion = pipe.language_model.motion_tokenizer.decode_for_detokenizer(motion_ids[:, clip], *latent_size)
+        expected_motion = pipe.language_model.motion_tokenizer.decode_for_detokenizer(
+            motion_ids[:, clip], *latent_size
+        )
         torch.testing.assert_close(clip_call["motion"], expected_motion, rtol=0, atol=0)
-        settings = {key: clip_call[key] for key in ("min_guidance_scale", "max_guidance_scale", "use_linear_guidance",
-                                                     "fps", "motion_bucket_id", "noise_aug_strength")}
-        assert settings == {"min_guidance_scale": 1.0, "max_guidance_scale": 4.0, "use_linear_guidance": True,
-                            "fps": 6, "motion_bucket_id": 127, "noise_aug_strength": 0.02}  # fmt: skip
+        settings = {
+            key: clip_call[key]
+            for key in (
+                "min_guidance_scale",
+                "max_guidance_scale",
+                "use_linear_guidance",
+                "fps",
+                "motion_bucket_id",
+                "noise_aug_strength",
+            )
+        }
+        assert settings == {
+            "min_guidance_scale": 1.0,
+            "max_guidance_scale": 4.0,
+            "use_linear_guidance": True,
+            "fps": 6,
+            "motion_bucket_id": 127,
+            "noise_aug_strength": 0.02,
+        }
     steps = inspect.signature(type(pipe).__call__).parameters
     assert (steps["num_inference_steps"].default, steps["keyframe_num_inference_steps"].default) == (25, 50)
     assert steps["decode_chunk_size"].default == 8
     # the language model's own defaults are the original's too
     parameters = inspect.signature(type(pipe.language_model).generate_video_tokens).parameters
-    defaults = {name: parameters[name].default for name in (
-        "keyframe_guidance_scale", "motion_guidance_scale", "do_sample", "motion_do_sample", "top_k", "top_p",
-        "temperature", "min_keyframe_tokens")}  # fmt: skip
-    assert defaults == {"keyframe_guidance_scale": 4.0, "motion_guidance_scale": 7.0, "do_sample": True,
-                        "motion_do_sample": None, "top_k": 200, "top_p": 1.0, "temperature": 1.0,
-                        "min_keyframe_tokens": 20}  # fmt: skip
+    defaults = {
+        name: parameters[name].default
+        for name in (
+            "keyframe_guidance_scale",
+            "motion_guidance_scale",
+            "do_sample",
+            "motion_do_sample",
+            "top_k",
+            "top_p",
+            "temperature",
+            "min_keyframe_tokens",
+        )
+    }
+    assert defaults == {
+        "keyframe_guidance_scale": 4.0,
+        "motion_guidance_scale": 7.0,
+        "do_sample": True,
+        "motion_do_sample": None,
+        "top_k": 200,
+        "top_p": 1.0,
+        "temperature": 1.0,
+        "min_keyframe_tokens": 20,
+    }

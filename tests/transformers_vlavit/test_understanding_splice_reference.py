@@ -107,7 +107,9 @@ def test_spliced_embeddings_and_logits_equal_a_splice_by_hand(model, media):
     assert (~mask[:, 0]).any() and mask[:, -1].all()  # still left padded
     for index, row in enumerate(expected):
         torch.testing.assert_close(seen["inputs_embeds"][index][mask[index]], row, rtol=0, atol=0)
-        torch.testing.assert_close(output.logits[index][mask[index]], row_logits(model, row), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            output.logits[index][mask[index]], row_logits(model, row), rtol=1e-5, atol=1e-5
+        )
 
 
 @torch.no_grad()
@@ -115,9 +117,13 @@ def test_generate_continues_the_hand_spliced_rows(model, media):
     rows, input_ids, attention_mask = batch(model.config)
     new_tokens = 3
     output = model.generate(
-        input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=new_tokens, do_sample=False,
-        min_new_tokens=new_tokens, **media,
-    )  # fmt: skip
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        min_new_tokens=new_tokens,
+        **media,
+    )
     embed = model.get_input_embeddings().weight
     text_vocab_size = model.config.text_vocab_size
     for index, row in enumerate(hand_spliced_rows(model, rows, media)):

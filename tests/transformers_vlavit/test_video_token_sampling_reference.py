@@ -108,7 +108,9 @@ def reference_phase(
             if finished[row]:
                 step_scores.append(torch.zeros(vocab))  # drawn for, then ignored
                 continue
-            scores = conditional_runs[row].next_token_logits(conditional[row] + generated[row]).log_softmax(-1)
+            scores = (
+                conditional_runs[row].next_token_logits(conditional[row] + generated[row]).log_softmax(-1)
+            )
             if guidance_scale != 1.0:
                 uncond = unconditional_runs[row].next_token_logits(unconditional[row] + generated[row])
                 uncond = uncond.log_softmax(-1)
@@ -176,9 +178,18 @@ def reference_video_tokens(
                 sequence.append(start)
             unconditional = negative if negative is not None else [[start]] * len(prompts)
             new = reference_phase(
-                model, runs, sequences, unconditional, keyframe_guidance_scale, visual, MAX_KEYFRAME,
-                config.image_end_token_id, MIN_KEYFRAME, do_sample, sampling,
-            )  # fmt: skip
+                model,
+                runs,
+                sequences,
+                unconditional,
+                keyframe_guidance_scale,
+                visual,
+                MAX_KEYFRAME,
+                config.image_end_token_id,
+                MIN_KEYFRAME,
+                do_sample,
+                sampling,
+            )
             for row, tokens in enumerate(new):
                 codes = [token for token in tokens if token != config.image_end_token_id]
                 keyframes[row].append([code - config.visual_token_offset for code in codes])
@@ -189,9 +200,18 @@ def reference_video_tokens(
         unconditional = negative if negative is not None else [[start]] * len(prompts)
         sample_motion = (do_sample and given) if motion_do_sample is None else motion_do_sample
         new = reference_phase(
-            model, runs, sequences, unconditional, motion_guidance_scale, motion, config.motion_tokens_per_clip,
-            None, 0, sample_motion, sampling,
-        )  # fmt: skip
+            model,
+            runs,
+            sequences,
+            unconditional,
+            motion_guidance_scale,
+            motion,
+            config.motion_tokens_per_clip,
+            None,
+            0,
+            sample_motion,
+            sampling,
+        )
         for row, tokens in enumerate(new):
             motions[row].append([token - config.motion_token_offset for token in tokens])
             sequences[row] += [*tokens, config.motion_end_token_id]
@@ -231,10 +251,14 @@ def test_greedy_guided_loop_matches_the_reference_over_clips(model):
 def test_negative_prompt_is_the_unconditional_branch_as_it_is(model):
     negative = [[50, 51], [60]]
     ids, mask = left_padded(negative)
-    output = run(model, num_clips=2, do_sample=False, negative_prompt_ids=ids, negative_prompt_attention_mask=mask)
+    output = run(
+        model, num_clips=2, do_sample=False, negative_prompt_ids=ids, negative_prompt_attention_mask=mask
+    )
     assert_same_tokens(output, reference_video_tokens(model, PROMPTS, num_clips=2, negative=negative))
     shared = run(model, num_clips=1, do_sample=False, negative_prompt_ids=torch.tensor([[70, 71, 72]]))
-    assert_same_tokens(shared, reference_video_tokens(model, PROMPTS, num_clips=1, negative=[[70, 71, 72]] * 2))
+    assert_same_tokens(
+        shared, reference_video_tokens(model, PROMPTS, num_clips=1, negative=[[70, 71, 72]] * 2)
+    )
 
 
 def test_guidance_scales_of_one_run_without_an_unconditional_branch(model):
@@ -266,13 +290,24 @@ def test_text_to_video_samples_keyframes_and_takes_motion_greedily(model):
 )
 def test_sampling_applies_temperature_then_top_k_then_top_p(model, options):
     output = run(
-        model, num_clips=1, do_sample=True, motion_do_sample=True, generator=torch.Generator().manual_seed(1),
-        negative_prompt_ids=torch.tensor([[80, 81]]), **options,
-    )  # fmt: skip
+        model,
+        num_clips=1,
+        do_sample=True,
+        motion_do_sample=True,
+        generator=torch.Generator().manual_seed(1),
+        negative_prompt_ids=torch.tensor([[80, 81]]),
+        **options,
+    )
     reference = reference_video_tokens(
-        model, PROMPTS, num_clips=1, do_sample=True, motion_do_sample=True,
-        generator=torch.Generator().manual_seed(1), negative=[[80, 81]] * 2, **options,
-    )  # fmt: skip
+        model,
+        PROMPTS,
+        num_clips=1,
+        do_sample=True,
+        motion_do_sample=True,
+        generator=torch.Generator().manual_seed(1),
+        negative=[[80, 81]] * 2,
+        **options,
+    )
     assert_same_tokens(output, reference)
 
 
@@ -282,20 +317,31 @@ def test_image_to_video_samples_the_motion_of_the_given_keyframe(model):
     given = [codes.tolist() for codes in model.visual_tokenizer.tokenize(pixel_values)]
     output = run(model, pixel_values=pixel_values, num_clips=2, generator=torch.Generator().manual_seed(4))
     reference = reference_video_tokens(
-        model, PROMPTS, num_clips=2, given_keyframes=given, do_sample=True,
+        model,
+        PROMPTS,
+        num_clips=2,
+        given_keyframes=given,
+        do_sample=True,
         generator=torch.Generator().manual_seed(4),
-    )  # fmt: skip
+    )
     assert_same_tokens(output, reference)
     # the first clip's motion is sampled, not the arg-max the text-to-video phase would take
-    greedy = reference_video_tokens(model, PROMPTS, num_clips=1, given_keyframes=given, motion_do_sample=False)
+    greedy = reference_video_tokens(
+        model, PROMPTS, num_clips=1, given_keyframes=given, motion_do_sample=False
+    )
     assert reference[1][0][0] != greedy[1][0][0]
 
 
 def test_motion_is_always_exactly_135_codes_closed_by_motion_end(model):
     config = model.config
     for do_sample in (False, True):
-        output = run(model, num_clips=2, do_sample=do_sample, motion_do_sample=do_sample,
-                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+        output = run(
+            model,
+            num_clips=2,
+            do_sample=do_sample,
+            motion_do_sample=do_sample,
+            generator=torch.Generator().manual_seed(0),
+        )
         assert output.motion_ids.shape == (2, 2, config.motion_tokens_per_clip) == (2, 2, 135)
         for sequence in output.sequences:
             starts = (sequence == config.motion_start_token_id).nonzero()[:, 0]
@@ -307,4 +353,8 @@ def test_motion_is_always_exactly_135_codes_closed_by_motion_end(model):
 
 def test_empty_negative_prompt_row_is_rejected(model):
     with pytest.raises(VideoLaVITInputError, match="negative_prompt_ids has a row without real tokens"):
-        run(model, negative_prompt_ids=torch.tensor([[0, 5]]), negative_prompt_attention_mask=torch.tensor([[0, 0]]))
+        run(
+            model,
+            negative_prompt_ids=torch.tensor([[0, 5]]),
+            negative_prompt_attention_mask=torch.tensor([[0, 0]]),
+        )

@@ -654,7 +654,7 @@ class VideoLaVITPipeline(DiffusionPipeline):
             negative_prompt: unconditional prompt of the language model's guidance (default: empty).
             do_sample, top_k, top_p, temperature: sampling of the language model (top-k 200, top-p 1.0).
             motion_do_sample: sample the motion codes (True) or take the arg-max (False); default (None) is
-                the reference's choice: arg-max in text-to-video, ``do_sample`` for the motion of a given image.
+                the reference's choice: arg-max in text-to-video, ``do_sample`` for a given image's motion.
             fps, motion_bucket_id, noise_aug_strength: the video detokenizer's added time ids (6, 127, 0.02).
             decode_chunk_size: frames decoded by the temporal VAE at once (memory vs speed).
             generator: one torch generator driving the token sampling and every diffusion noise.

@@ -50,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--sample-motion",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="sample the motion tokens (--sample-motion) or take the arg-max (--no-sample-motion); default: as "
-        "the original, arg-max in text-to-video and sampled after --image",
+        help="sample the motion tokens (--sample-motion) or take the arg-max (--no-sample-motion); "
+        "default: as the original, arg-max in text-to-video and sampled after --image",
     )
     parser.add_argument("--top-k", type=int, default=200, help="top-k of the token sampling (default 200)")
     parser.add_argument("--top-p", type=float, default=1.0, help="top-p of the token sampling (default 1.0)")
