@@ -782,6 +782,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         keyframe_guidance_scale: float = 4.0,
         motion_guidance_scale: float = 7.0,
         do_sample: bool = True,
+        motion_do_sample: bool | None = None,
         top_k: int | None = 200,
         top_p: float = 1.0,
         temperature: float = 1.0,
@@ -796,8 +797,16 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         `[image_end]` allowed), then `[motion_start]`, exactly `motion_tokens_per_clip` motion codes
         and `[motion_end]`. Later clips continue from the whole sequence so far. Classifier-free
         guidance mixes the log-probabilities of the prompt and of an unconditional branch, run in the
-        same batch: the negative prompt (or nothing) followed by the current phase's start token and
-        the tokens generated in that phase, as in the reference implementation.
+        same batch, as in the reference implementation: `guidance * (cond - uncond) + uncond` on
+        log-softmaxed logits, then the phase's allowed ids, then temperature, top-k and top-p. The
+        unconditional branch of each phase is the current phase's start token (`[image_start]` or
+        `[motion_start]`) followed by the tokens generated in that phase; with a negative prompt it is
+        the negative prompt ids as they are (no start token appended, the same ids for both phases and
+        every clip) followed by the tokens generated in that phase.
+
+        As in the reference, text-to-video chooses the motion codes greedily (arg-max) and samples only
+        the keyframe codes; only the motion of a given keyframe (image-to-video's first clip) is sampled.
+        `motion_do_sample` overrides that choice for every clip.
 
         Args:
             input_ids (`torch.LongTensor` of shape `[batch, length]`, *optional*):
@@ -807,11 +816,15 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
                 Image-to-video: each image is tokenized as the first clip's keyframe (after the prompt)
                 and only its motion is generated.
             negative_prompt_ids (`torch.LongTensor` of shape `[batch or 1, neg_length]`, *optional*):
-                Unconditional prompt; empty when not given.
+                Unconditional prompt of both phases, used as it is; when not given, the unconditional
+                branch starts with the phase's start token.
             negative_prompt_attention_mask (`torch.LongTensor`, *optional*): its padding mask.
             num_clips (`int`): clips to generate (24 frames each).
             keyframe_guidance_scale, motion_guidance_scale (`float`): CFG scales (1.0 disables CFG).
-            do_sample (`bool`): sample (True) or take the arg-max.
+            do_sample (`bool`): sample the keyframe codes (True) or take the arg-max.
+            motion_do_sample (`bool`, *optional*): sample the motion codes (True) or take the arg-max
+                (False). Default (None): the reference's choice, arg-max after a generated keyframe and
+                `do_sample` after a keyframe given as `pixel_values`.
             top_k (`int`), top_p (`float`), temperature (`float`): sampling warpers.
             generator (`torch.Generator`, *optional*): random source of the sampling, for reproducibility.
             min_keyframe_tokens (`int`): `[image_end]` is forbidden before this many keyframe codes.
@@ -827,6 +840,11 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         batch_size = self._video_batch_size(input_ids, pixel_values)
         prompts = self._unpad_rows(input_ids, attention_mask, batch_size, device)
         negatives = self._unpad_rows(negative_prompt_ids, negative_prompt_attention_mask, batch_size, device)
+        if negative_prompt_ids is not None and any(len(negative) == 0 for negative in negatives):
+            raise VideoLaVITInputError(
+                "negative_prompt_ids has a row without real tokens; give every row at least one token, or "
+                "pass no negative prompt (the unconditional branch then starts at the phase's start token)."
+            )
         max_keyframe_tokens = max_keyframe_tokens or config.visual_tokenizer_config.num_patches
         min_keyframe_tokens = min(min_keyframe_tokens, max_keyframe_tokens)
         warpers = LogitsProcessorList()
@@ -836,7 +854,12 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
             warpers.append(TopKLogitsWarper(top_k))
         if top_p < 1.0:
             warpers.append(TopPLogitsWarper(top_p))
-        sampling = {"do_sample": do_sample, "warpers": warpers, "generator": generator}
+        sampling = {"warpers": warpers, "generator": generator}
+        # The reference only suppresses the text ids 3..31999 (and the motion ids) here, so ids 0-2 and
+        # [image_start] stay allowed; none of them is a keyframe code (its keyframe decoder drops them, and
+        # the pad id 2 is cut from the sequence), so only the visual codes and [image_end] are allowed.
+        # Closing a keyframe after `max_keyframe_tokens` (the tokenizer's patch count, the most a real
+        # keyframe has) instead of the reference's 500 keeps the sequence a well-formed clip.
         keyframe_rules = LogitsProcessorList(
             [
                 VideoLaVITTokenRangeLogitsProcessor(
@@ -845,6 +868,11 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
                 MinLengthLogitsProcessor(min_keyframe_tokens, config.image_end_token_id, device=device),
             ]
         )
+        # The reference samples motion until [motion_end] (ids 0-2, [motion_start] and [motion_end] allowed,
+        # at most 500 tokens) and its video detokenizer then keeps the motion codes, cut or padded with code
+        # 0 to 135. Here exactly `motion_tokens_per_clip` motion codes are sampled and [motion_end] is
+        # appended: the same codes whenever the reference's model closes the clip at 135, and never a
+        # padded or cut motion grid (nor a sequence whose next clip follows an unclosed motion segment).
         motion_rules = LogitsProcessorList([VideoLaVITTokenRangeLogitsProcessor([mapping.motion_id_range])])
         given_keyframes = (
             self._tokenize_images(pixel_values, False, None) if pixel_values is not None else None
@@ -857,8 +885,17 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         image_end = torch.tensor([config.image_end_token_id], device=device)
         motion_start = torch.tensor([config.motion_start_token_id], device=device)
         motion_end = torch.tensor([config.motion_end_token_id], device=device)
+
+        def unconditional(start_token: torch.LongTensor) -> list[torch.LongTensor]:
+            # the reference's guidance starts from the negative prompt as given, else from the last prompt
+            # token, which is the phase's start token
+            if negative_prompt_ids is not None:
+                return list(negatives)
+            return [start_token] * batch_size
+
         for clip in range(num_clips):
-            if clip == 0 and given_keyframes is not None:
+            keyframe_given = clip == 0 and given_keyframes is not None
+            if keyframe_given:
                 codes = [codes.to(device) for codes in given_keyframes]
                 sequences = [
                     torch.cat([seq, mapping.image_ids(c)]) for seq, c in zip(sequences, codes, strict=True)
@@ -867,11 +904,12 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
                 sequences = [torch.cat([seq, image_start]) for seq in sequences]
                 new_tokens = self._sample_phase(
                     sequences,
-                    [torch.cat([neg, image_start]) for neg in negatives],
+                    unconditional(image_start),
                     keyframe_guidance_scale,
                     keyframe_rules,
                     max_new_tokens=max_keyframe_tokens,
                     stop_token_id=config.image_end_token_id,
+                    do_sample=do_sample,
                     **sampling,
                 )
                 codes = []
@@ -882,13 +920,19 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
             for row in range(batch_size):
                 keyframe_ids[row].append(codes[row])
             sequences = [torch.cat([seq, motion_start]) for seq in sequences]
+            if motion_do_sample is None:
+                # the reference samples motion only in image-to-video (after the given keyframe)
+                sample_motion = do_sample and keyframe_given
+            else:
+                sample_motion = motion_do_sample
             new_tokens = self._sample_phase(
                 sequences,
-                [torch.cat([neg, motion_start]) for neg in negatives],
+                unconditional(motion_start),
                 motion_guidance_scale,
                 motion_rules,
                 max_new_tokens=config.motion_tokens_per_clip,
                 stop_token_id=None,
+                do_sample=sample_motion,
                 **sampling,
             )
             sequences = [

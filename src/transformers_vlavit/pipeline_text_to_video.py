@@ -46,6 +46,7 @@ _GENERATION_PARAMETERS = (
     "keyframe_renoise_level",
     "negative_prompt",
     "do_sample",
+    "motion_do_sample",
     "top_k",
     "top_p",
     "temperature",
@@ -69,7 +70,8 @@ class VideoLaVITTextToVideoPipeline(Pipeline):
     Options (passed at call time): `num_clips` (long video, 4 s per clip), `image` (image-to-video),
     `keyframe_guidance_scale` / `motion_guidance_scale` (guidance on the language model, 4.0 / 7.0),
     `decoder_guidance_scale` (keyframe detokenizer, 3.0), `min_guidance_scale` / `max_guidance_scale`
-    (video detokenizer), `top_k` / `top_p` / `temperature` / `do_sample`, `height` / `width`,
+    (video detokenizer), `top_k` / `top_p` / `temperature` / `do_sample`, `motion_do_sample` (None: motion
+    codes greedy in text-to-video and sampled after a given image, as in the reference), `height` / `width`,
     `num_inference_steps` (video) / `keyframe_num_inference_steps`, `decode_chunk_size`, `generator`.
 
     Example:

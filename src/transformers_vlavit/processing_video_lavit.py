@@ -108,7 +108,7 @@ class VideoLaVITVideosKwargs(VideosKwargs, total=False):
         reference does. `False` reads an MPEG-4 Part 2 stream as it is.
     clip_frames (`int`, *optional*, defaults to 24):
         Frames per clip.
-    max_clips (`int`, *optional*, defaults to 8):
+    max_clips (`int`, *optional*, defaults to the processor's `max_clips`, 16):
         Most clips taken from one video (evenly spread over it when it has more).
     bit_rate (`int`, *optional*, defaults to 8000000):
         Bit rate of the re-encoded MPEG-4 stream in bit/s.
@@ -152,6 +152,11 @@ class VideoLaVITProcessor(ProcessorMixin):
         chat_template (`str`, *optional*):
             Jinja chat template; defaults to the reference's Vicuna-v1 conversation
             ([`VICUNA_V1_CHAT_TEMPLATE`]).
+        max_clips (`int`, *optional*, defaults to 16):
+            Most clips read from one video for understanding when a call does not say: 16, what the
+            reference's understanding entry point (`build_model(max_video_clips=16)`) uses. Saved with
+            the processor, so a converted checkpoint carries it. (`decompose_video` on its own keeps its
+            default of 8, the reference's video processor default.)
 
     Example:
 
@@ -169,9 +174,12 @@ class VideoLaVITProcessor(ProcessorMixin):
 
     valid_processor_kwargs = VideoLaVITProcessorKwargs
 
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None):
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, max_clips: int = 16):
         if tokenizer is None or image_processor is None:
             raise ValueError("VideoLaVITProcessor needs both an `image_processor` and a `tokenizer`.")
+        if int(max_clips) < 1:
+            raise ValueError(f"max_clips must be at least 1, got {max_clips}.")
+        self.max_clips = int(max_clips)
         self.image_token = getattr(tokenizer, "image_token", None) or IMAGE_PLACEHOLDER
         self.video_token = getattr(tokenizer, "video_token", None) or VIDEO_PLACEHOLDER
         self.image_token_id = _placeholder_id(tokenizer, self.image_token)
@@ -293,8 +301,11 @@ class VideoLaVITProcessor(ProcessorMixin):
         `[num_clips, 2, 24, 20, 36]` and `clips_per_video` (LongTensor `[num_videos]`).
         """
         decomposition_kwargs = {
-            key: videos_kwargs[key] for key in _DECOMPOSITION_KWARGS if key in videos_kwargs
+            key: videos_kwargs[key]
+            for key in _DECOMPOSITION_KWARGS
+            if videos_kwargs.get(key) is not None
         }
+        decomposition_kwargs.setdefault("max_clips", self.max_clips)
         keyframes, motion, clips_per_video = [], [], []
         for video in videos:
             decomposition = (

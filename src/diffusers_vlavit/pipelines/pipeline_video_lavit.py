@@ -620,6 +620,7 @@ class VideoLaVITPipeline(DiffusionPipeline):
         keyframe_renoise_level: float = 0.85,
         negative_prompt: str | list[str] | None = None,
         do_sample: bool = True,
+        motion_do_sample: bool | None = None,
         top_k: int | None = 200,
         top_p: float = 1.0,
         temperature: float = 1.0,
@@ -652,6 +653,8 @@ class VideoLaVITPipeline(DiffusionPipeline):
                 to the timestep this fraction of the way through the keyframe schedule (0.85).
             negative_prompt: unconditional prompt of the language model's guidance (default: empty).
             do_sample, top_k, top_p, temperature: sampling of the language model (top-k 200, top-p 1.0).
+            motion_do_sample: sample the motion codes (True) or take the arg-max (False); default (None) is
+                the reference's choice: arg-max in text-to-video, ``do_sample`` for a given image's motion.
             fps, motion_bucket_id, noise_aug_strength: the video detokenizer's added time ids (6, 127, 0.02).
             decode_chunk_size: frames decoded by the temporal VAE at once (memory vs speed).
             generator: one torch generator driving the token sampling and every diffusion noise.
@@ -692,6 +695,7 @@ class VideoLaVITPipeline(DiffusionPipeline):
             keyframe_guidance_scale=keyframe_guidance_scale,
             motion_guidance_scale=motion_guidance_scale,
             do_sample=do_sample,
+            motion_do_sample=motion_do_sample,
             top_k=top_k,
             top_p=top_p,
             temperature=temperature,

@@ -33,7 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-new-tokens", type=int, default=128, help="longest answer in tokens (default 128)"
     )
     parser.add_argument("--do-sample", action="store_true", help="sample answers instead of greedy decoding")
-    parser.add_argument("--max-clips", type=int, default=8, help="most clips read from a video (default 8)")
+    parser.add_argument(
+        "--max-clips",
+        type=int,
+        default=None,
+        help="most clips read from a video (default: the processor's max_clips, 16 as in the original)",
+    )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="model dtype (default float32)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     parser.add_argument("--json", action="store_true", help="print the answers as one JSON list")
@@ -49,9 +54,12 @@ def build_conversations(questions: list[str], media_type: str) -> list[list[dict
 
 
 def answer_questions(
-    model, processor, media: Path, questions: list[str], max_clips: int = 8, **generate_kwargs
+    model, processor, media: Path, questions: list[str], max_clips: int | None = None, **generate_kwargs
 ) -> list[str]:
-    """Answer every question about ``media`` in one batch; returns one answer string per question."""
+    """Answer every question about ``media`` in one batch; returns one answer string per question.
+
+    ``max_clips`` defaults to the processor's ``max_clips`` (16, the original's understanding setting).
+    """
     from PIL import Image
 
     from ..video_decomposition import decompose_video
@@ -67,6 +75,8 @@ def answer_questions(
             rgb = image.convert("RGB")
         media_kwargs = {"images": [rgb] * len(questions)}
     else:
+        if max_clips is None:
+            max_clips = processor.max_clips
         decomposition = decompose_video(media, max_clips=max_clips)
         media_kwargs = {"videos": [decomposition] * len(questions)}
     inputs = processor(text=prompts, return_tensors="pt", padding=True, padding_side="left", **media_kwargs)

@@ -46,6 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--motion-guidance", type=float, default=7.0, help="LLM guidance on motion tokens")
     parser.add_argument("--decoder-guidance", type=float, default=3.0, help="keyframe detokenizer guidance")
+    parser.add_argument(
+        "--sample-motion",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sample the motion tokens (--sample-motion) or take the arg-max (--no-sample-motion); "
+        "default: as the original, arg-max in text-to-video and sampled after --image",
+    )
     parser.add_argument("--top-k", type=int, default=200, help="top-k of the token sampling (default 200)")
     parser.add_argument("--top-p", type=float, default=1.0, help="top-p of the token sampling (default 1.0)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype (default float32)")
@@ -95,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         keyframe_guidance_scale=args.keyframe_guidance,
         motion_guidance_scale=args.motion_guidance,
         decoder_guidance_scale=args.decoder_guidance,
+        motion_do_sample=args.sample_motion,
         top_k=args.top_k,
         top_p=args.top_p,
         generator=torch.Generator().manual_seed(args.seed),
