@@ -11,8 +11,9 @@ Video QA:
 - **ActivityNet-QA** (``MILVLG/activitynet-qa``): ``test_q.json`` ``[{"video_name", "question",
   "question_id"}]`` and ``test_a.json`` ``[{"answer", "type", "question_id"}]``, joined on ``question_id``;
   the video is ``<video_name>.<ext>`` or ``v_<video_name>.<ext>`` (both namings circulate).
-- **generic video QA**: a JSON list or JSONL of ``{"video", "question", "answer"}`` (optional ``"id"``; other
-  keys are kept); relative video paths start at ``video_root`` or the file's folder.
+- **generic video QA**: a JSON list or JSONL of ``{"video", "question", "answer"}`` (optional ``"id"``, numbered
+  ``<id>_<k>`` where several rows share one; other keys are kept); relative video paths start at
+  ``video_root`` or the file's folder.
 
 Text-to-video:
 
@@ -31,6 +32,7 @@ import csv
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,11 +193,18 @@ def load_video_qa(annotations: str | os.PathLike, video_root: str | os.PathLike 
     root = Path(video_root) if video_root else annotations.parent
     rows = read_json_rows(annotations)
     _require(rows, ("video", "question", "answer"), annotations)
+    ids = [str(row.get("id", index)) for index, row in enumerate(rows)]
+    # several questions may share their video's id (as in the shapes world): number them, as Video-ChatGPT does
+    repeated = {item_id for item_id, count in Counter(ids).items() if count > 1}
+    seen: Counter = Counter()
     items = []
-    for index, row in enumerate(rows):
+    for item_id, row in zip(ids, rows):
+        if item_id in repeated:
+            seen[item_id] += 1
+            item_id = f"{item_id}_{seen[item_id] - 1}"
         extra = {key: value for key, value in row.items() if key not in ("id", "video", "question", "answer")}
         video = Path(row["video"]) if Path(row["video"]).is_absolute() else root / row["video"]
-        items.append(QAItem(str(row.get("id", index)), video, row["question"], str(row["answer"]), extra))
+        items.append(QAItem(item_id, video, row["question"], str(row["answer"]), extra))
     return items
 
 

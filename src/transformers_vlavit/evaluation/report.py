@@ -68,6 +68,15 @@ def _format(value) -> str:
     return "n/a" if value is None else str(value)
 
 
+def _flatten(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """Nested metrics as ``("group.key", value)`` rows, in order."""
+    rows = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        rows += _flatten(value, f"{name}.") if isinstance(value, dict) else [(name, value)]
+    return rows
+
+
 def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -79,9 +88,7 @@ def write_report(
     """A short Markdown report: metrics, the exact protocol, pictures and example rows."""
     path = Path(path)
     lines = [f"# Evaluation: {task}", "", "## Metrics", "", "| metric | value |", "| --- | --- |"]
-    lines += [f"| {key} | {_cell(_format(value))} |" for key, value in metrics.items() if not isinstance(value, dict)]
-    for group, values in ((k, v) for k, v in metrics.items() if isinstance(v, dict)):
-        lines += [f"| {group}.{key} | {_cell(_format(value))} |" for key, value in values.items()]
+    lines += [f"| {key} | {_cell(_format(value))} |" for key, value in _flatten(metrics)]
     lines += ["", "## Protocol", ""] + [f"- **{key}**: {_cell(value)}" for key, value in protocol.items()]
     if images:
         lines += ["", "## Samples", ""] + [f"![{Path(image).stem}]({image})" for image in images]

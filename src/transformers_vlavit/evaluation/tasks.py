@@ -136,8 +136,11 @@ def check_judge(options: EvaluationOptions) -> None:
         _existing(options.judge, "--judge")
 
 
-def run_video_qa(task: str, model_dir, out: Path, options: EvaluationOptions, items=None) -> dict:
-    """Predict, score offline (and with the judge when given), write metrics and report."""
+def run_video_qa(task: str, model_dir, out: Path, options: EvaluationOptions, items=None, extra_scores=None) -> dict:
+    """Predict, score offline (and with the judge when given), write metrics and report.
+
+    ``items`` replaces the task's own annotations; ``extra_scores(records) -> dict`` adds task metrics.
+    """
     from transformers import AutoModelForCausalLM, AutoProcessor
 
     from .judges import ORIGINAL_JUDGE, judge_records, judge_scores
@@ -158,6 +161,8 @@ def run_video_qa(task: str, model_dir, out: Path, options: EvaluationOptions, it
     answered = [r for r in records if "error" not in r]
     metrics = {"task": task, "questions": len(records), "unreadable_videos": len(records) - len(answered)}
     metrics["offline"] = offline_scores(answered)
+    if extra_scores is not None:
+        metrics.update(extra_scores(answered))
     if options.judge:
         judge = make_judge(options)
         del model  # the judge may be as large as the model under test
@@ -218,14 +223,14 @@ def generation_options(options: EvaluationOptions) -> dict:
             "num_inference_steps": options.steps, "keyframe_num_inference_steps": options.keyframe_steps}
 
 
-def run_generation(task: str, model_dir, out: Path, options: EvaluationOptions, prompts=None, references=None):
+def run_generation(task: str, model_dir, out: Path, options: EvaluationOptions, prompts, num_clips_of=None):
     """Generate every prompt's video (resumable); returns the records."""
     from .text_to_video import generate_videos, load_text_to_video_pipeline
 
     pipe = load_text_to_video_pipeline(model_dir, device=options.device, dtype=_dtype(options))
     return generate_videos(
         pipe, prompts, out / "videos", PredictionFile(out / PREDICTIONS_FILE), seed=options.seed,
-        progress=_progress(f"{task} videos"), **generation_options(options),
+        progress=_progress(f"{task} videos"), num_clips_of=num_clips_of, **generation_options(options),
     )
 
 

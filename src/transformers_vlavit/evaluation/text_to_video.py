@@ -31,7 +31,7 @@ def load_text_to_video_pipeline(model_dir, device: str = "cpu", dtype=torch.floa
 
 def generate_videos(
     pipe, items: list[PromptItem], out_dir: Path, predictions: PredictionFile, seed: int = 0,
-    progress=None, **generation_kwargs,
+    progress=None, num_clips_of=None, **generation_kwargs,
 ) -> list[dict]:
     """Generate ``out_dir/<id>.mp4`` for every item not yet in ``predictions``.
 
@@ -41,6 +41,7 @@ def generate_videos(
         out_dir: folder of the videos.
         predictions: resumable JSONL of ``{id, prompt, video, seed, frames, fps, ...extra}``.
         seed: item ``i`` uses seed ``seed + i``.
+        num_clips_of: optional ``item -> clips`` overriding ``num_clips`` per item (e.g. from ground truth).
         **generation_kwargs: options of the pipeline (``num_clips``, ``height``, ``num_inference_steps``, ...).
 
     Returns:
@@ -55,11 +56,14 @@ def generate_videos(
         if item.image is not None:
             with Image.open(item.image) as opened:
                 image = opened.convert("RGB")
+        options = dict(generation_kwargs)
+        if num_clips_of is not None:
+            options["num_clips"] = num_clips_of(item)
         result = pipe(
             {"prompt": item.prompt, "image": image},
             generator=torch.Generator().manual_seed(seed + index),
             output_type="pt",
-            **generation_kwargs,
+            **options,
         )
         video = out_dir / f"{item.id}.mp4"
         partial = video.with_suffix(".partial.mp4")
