@@ -1,12 +1,12 @@
 """Frechet distance between two Gaussians fitted to feature sets (FID / FVD).
 
-As the reference implementations compute it (TTUR's FID, ``pytorch-fid``, StyleGAN-V's FVD): the mean and
-the unbiased covariance (``np.cov(rowvar=False)``) of each feature set, then
-``|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2))`` in float64. Those implementations take the trace of
-``scipy.linalg.sqrtm(S1 @ S2)``; for covariance matrices the eigenvalues of ``S1 S2`` are those of the
-symmetric ``S1^(1/2) S2 S1^(1/2)``, so the same trace is computed here from a symmetric eigendecomposition
-(no SciPy; tiny negative eigenvalues from round-off are clipped to zero, where SciPy would return a small
-imaginary part that those implementations discard).
+As the standard implementations compute it: the mean and the unbiased covariance (``np.cov(rowvar=False)``)
+of each feature set, then ``|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2))`` in float64. The trace term
+is computed as TF-GAN's ``trace_sqrt_product`` does (used by the original FVD code and by VideoGPT's): the
+trace of the square root of the symmetric ``S1^(1/2) S2 S1^(1/2)``, whose eigenvalues are those of ``S1 S2``,
+so it equals the trace of ``scipy.linalg.sqrtm(S1 @ S2)`` that TTUR / ``pytorch-fid`` / StyleGAN-V take
+(tiny negative eigenvalues from round-off are clipped to zero, where SciPy would return a small imaginary part
+that those implementations discard). No SciPy is needed.
 """
 
 from __future__ import annotations

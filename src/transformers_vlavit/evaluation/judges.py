@@ -17,7 +17,7 @@ import ast
 import json
 import os
 import re
-import urllib.error
+import time
 import urllib.request
 from pathlib import Path
 
@@ -140,6 +140,8 @@ class EndpointJudge:
         self.name = f"endpoint:{model}"
         self._api_key = api_key
         self.timeout = timeout
+        # seconds before the n-th retry (times n): rate limits of hosted APIs pass with a pause
+        self.retry_wait = 5.0
 
     def __call__(self, messages: list[dict]) -> str:
         """One judge answer (text) for the protocol's messages."""
@@ -160,7 +162,8 @@ def judge_records(judge, records: list[dict], judgements: PredictionFile, retrie
         judge: callable ``messages -> answer text`` with a ``name``.
         records: prediction records with ``id``, ``question``, ``answer``, ``prediction``.
         judgements: the JSONL file the judgements are appended to.
-        retries: attempts per item before it is recorded with ``judge_error``.
+        retries: attempts per item before it is recorded with ``judge_error`` (a judge's ``retry_wait``
+            attribute, if any, is the pause in seconds before the n-th retry, times n).
         progress: optional ``tqdm``-like wrapper for the loop.
     """
     pending = [record for record in records if record["id"] not in judgements]
@@ -172,9 +175,10 @@ def judge_records(judge, records: list[dict], judgements: PredictionFile, retrie
                 text = judge(messages)
                 result.update(parse_judgement(text), response=text)
                 break
-            except (JudgeResponseError, urllib.error.URLError, KeyError, TimeoutError) as error:
+            except (ValueError, KeyError, IndexError, OSError) as error:  # unparsable answer, HTTP or network error
                 logger.warning(f"judge attempt {attempt + 1} on {record['id']} failed: {error}")
                 result["judge_error"] = str(error)
+                time.sleep(getattr(judge, "retry_wait", 0.0) * (attempt + 1))
         if "pred" in result:
             result.pop("judge_error", None)
         judgements.add([result])

@@ -88,9 +88,22 @@ def _existing(path, what: str) -> Path:
     return Path(path)
 
 
-def _check_model(model) -> None:
-    if not (Path(model) / "config.json").is_file() and not (Path(model) / "understanding" / "config.json").is_file():
+def _check_model(task: str, model) -> None:
+    """The checkpoint has what the task loads: the language model (not for reconstruction) and the
+    detokenizers (not for QA)."""
+    from ..commands.reconstruct import find_detokenizer_folders
+    from ..pipeline_text_to_video import DetokenizerNotFoundError
+
+    model = Path(model)
+    has_language_model = (model / "config.json").is_file() or (model / "understanding" / "config.json").is_file()
+    if task != "reconstruction" and not has_language_model:
         raise EvaluationInputError(f"--model {model} is not a Video-LaVIT checkpoint folder (no config.json)")
+    if task in QA_TASKS or task == "shapes-qa":
+        return
+    try:
+        find_detokenizer_folders(model)
+    except DetokenizerNotFoundError as error:
+        raise EvaluationInputError(str(error)) from error
 
 
 def _limited(items: list, limit: int | None) -> list:
@@ -235,12 +248,12 @@ def run_generation(task: str, model_dir, out: Path, options: EvaluationOptions, 
 
 
 def generation_protocol(options: EvaluationOptions, records: list[dict]) -> dict:
-    frames = records[0]["frames"] if records else None
+    first = records[0] if records else {}
     return {
         "videos": len(records),
         "seeds": f"item i uses torch.Generator().manual_seed({options.seed} + i)",
-        "frames": f"{frames} per video ({options.num_clips} clip(s) of 24 at 6 fps)",
-        "resolution": f"{options.width or 'detokenizer default'} x {options.height or 'detokenizer default'}",
+        "frames": f"{first.get('frames')} per video ({options.num_clips} clip(s) of 24 at {first.get('fps')} fps)",
+        "resolution": f"{first.get('width')} x {first.get('height')}",
         "sampling": f"{options.keyframe_steps} keyframe / {options.steps} video denoising steps, LLM top-k 200, "
                     "guidance 4.0 keyframe / 7.0 motion / 3.0 decoder / 1.0-4.0 video",
     }
@@ -336,7 +349,7 @@ def evaluate(task: str, model: str | os.PathLike, out: str | os.PathLike, **opti
         raise EvaluationInputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if settings.dtype not in ("float32", "bfloat16", "float16"):
         raise EvaluationInputError(f"--dtype {settings.dtype} is not float32, bfloat16 or float16")
-    _check_model(model)
+    _check_model(task, model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if task in QA_TASKS:

@@ -39,7 +39,7 @@ def generate_videos(
         pipe: the text-to-video pipeline.
         items: prompts (an ``image`` makes it image-to-video).
         out_dir: folder of the videos.
-        predictions: resumable JSONL of ``{id, prompt, video, seed, frames, fps, ...extra}``.
+        predictions: resumable JSONL of ``{id, prompt, video, seed, frames, height, width, fps, ...extra}``.
         seed: item ``i`` uses seed ``seed + i``.
         num_clips_of: optional ``item -> clips`` overriding ``num_clips`` per item (e.g. from ground truth).
         **generation_kwargs: options of the pipeline (``num_clips``, ``height``, ``num_inference_steps``, ...).
@@ -70,7 +70,8 @@ def generate_videos(
         write_video(result["frames"], partial, fps=result["fps"])
         partial.replace(video)  # a record always points at a complete file
         record = {"id": item.id, "prompt": item.prompt, "video": str(video), "seed": seed + index,
-                  "frames": int(result["frames"].shape[0]), "fps": result["fps"]}
+                  "frames": int(result["frames"].shape[0]), "height": int(result["frames"].shape[-2]),
+                  "width": int(result["frames"].shape[-1]), "fps": result["fps"]}
         if item.image is not None:
             record["image"] = str(item.image)
         record.update(item.extra)

@@ -98,8 +98,13 @@ def test_t2v_checks_its_weights_before_loading(tiny_checkpoint, tmp_path, capsys
     assert main([*base, "--clip", str(tmp_path / "no-clip")]) == 2
     assert main([*base, "--i3d", str(tmp_path / "no.pt")]) == 2
     assert main([*base, "--i3d", str(prompts)]) == 2  # exists, but no real videos to compare with
+    language_model_only = tmp_path / "lm-only"
+    language_model_only.mkdir()
+    (language_model_only / "config.json").write_text((tiny_checkpoint / "config.json").read_text())
+    assert main([*base[:2], "--model", str(language_model_only), *base[4:]]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 3 and "--clip" in errors[0] and "--i3d" in errors[1] and "2 real videos" in errors[2]
+    assert len(errors) == 4 and "--clip" in errors[0] and "--i3d" in errors[1] and "2 real videos" in errors[2]
+    assert "no detokenizer pipelines" in errors[3]
     assert not (tmp_path / "r" / "predictions.jsonl").exists()
 
 

@@ -147,3 +147,10 @@ def test_bad_inputs_exit_2_with_one_line_before_loading(tiny_checkpoint, msvd_qa
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["questions"] == 2
     assert main(["evaluate", "msvd-qa", "--model", str(tmp_path), "--out", str(tmp_path / "r2"),
                  "--annotations", str(annotations), "--video-root", str(clips)]) == 2
+
+
+def test_the_command_offers_every_task_of_the_library():
+    from transformers_vlavit.commands.evaluate import TASK_NAMES
+    from transformers_vlavit.evaluation import TASKS
+
+    assert TASK_NAMES == TASKS
