@@ -64,3 +64,14 @@ def test_tiny_weights_load_with_their_widths_and_give_the_saved_network_s_logits
         load_i3d(not_i3d)
     with pytest.raises(FileNotFoundError):
         load_i3d(tmp_path / "missing.pt")
+
+
+def test_longer_clips_average_the_logits_over_the_remaining_time_steps(tiny_i3d):
+    model = load_i3d(tiny_i3d)
+    captured = {}
+    model.logits.register_forward_hook(lambda module, inputs, output: captured.update(logits=output))
+    with torch.no_grad():
+        features = model(torch.rand(1, 3, 32, 224, 224) * 2 - 1)
+    per_step = captured["logits"]
+    assert per_step.shape[2] == 3  # 32 frames leave 4 time steps, the 2 x 7 x 7 average pool 3
+    torch.testing.assert_close(features, per_step.mean(dim=(2, 3, 4)))

@@ -112,3 +112,13 @@ def test_shapes_tasks_need_a_world_folder(tiny_checkpoint, tmp_path, capsys):
     assert main(["evaluate", "shapes-t2v", "--model", str(tiny_checkpoint), "--annotations", str(tmp_path),
                  "--out", str(tmp_path / "r")]) == 2
     assert "make_shapes_world.py" in capsys.readouterr().err
+
+
+def test_each_clip_is_scored_against_its_own_direction():
+    record = {"colour": "red", "shape": "circle", "directions": ["left", "up"], "held_out": True,
+              "detected_colour": "red", "detected_shape": "circle", "detected_directions": ["left", "up"]}
+    swapped = dict(record, detected_directions=["up", "left"])
+    assert grouped_accuracy(generation_outcomes([record]))["two_clip"]["joint"] == 1.0
+    scores = grouped_accuracy(generation_outcomes([swapped]))
+    assert (scores["held_out"]["direction"], scores["held_out"]["after"], scores["held_out"]["joint"]) == (0.0, 0.0, 0.0)
+    assert "seen" not in scores and "one_clip" not in scores

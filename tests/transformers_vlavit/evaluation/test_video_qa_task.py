@@ -34,8 +34,9 @@ def test_prompt_is_the_vicuna_v1_turn_with_the_video_placeholder(tiny_checkpoint
 
 
 def test_clip_count_follows_the_processor_else_the_original(tiny_checkpoint):
+    assert ORIGINAL_UNDERSTANDING_CLIPS == 16  # `max_video_clips=16` of the original's understanding loader
     processor = AutoProcessor.from_pretrained(tiny_checkpoint)
-    expected = getattr(processor, "max_clips", None) or ORIGINAL_UNDERSTANDING_CLIPS
+    expected = getattr(processor, "max_clips", None) or 16
     assert understanding_clip_count(processor) == expected
     processor.max_clips = 3
     assert understanding_clip_count(processor) == 3
