@@ -15,8 +15,22 @@ from .scoring import contains_match, exact_match, normalize_answer
 from .tasks import TASKS, EvaluationOptions, evaluate
 
 __all__ = [
-    "TASKS", "AnnotationError", "EndpointJudge", "EvaluationInputError", "EvaluationOptions", "InceptionI3d",
-    "LocalChatJudge", "MissingVideosError", "contains_match", "evaluate", "exact_match",
-    "features_frechet_distance", "frechet_distance", "gaussian_statistics", "judge_messages", "load_i3d",
-    "normalize_answer", "parse_judgement",
+    "TASKS",
+    "AnnotationError",
+    "EndpointJudge",
+    "EvaluationInputError",
+    "EvaluationOptions",
+    "InceptionI3d",
+    "LocalChatJudge",
+    "MissingVideosError",
+    "contains_match",
+    "evaluate",
+    "exact_match",
+    "features_frechet_distance",
+    "frechet_distance",
+    "gaussian_statistics",
+    "judge_messages",
+    "load_i3d",
+    "normalize_answer",
+    "parse_judgement",
 ]

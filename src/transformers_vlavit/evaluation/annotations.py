@@ -81,7 +81,11 @@ def read_json_rows(path: str | os.PathLike) -> list[dict]:
         raise AnnotationError(f"annotation file {path} does not exist")
     text = path.read_text(encoding="utf-8").strip()
     try:
-        rows = json.loads(text) if text.startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
+        rows = (
+            json.loads(text)
+            if text.startswith("[")
+            else [json.loads(l) for l in text.splitlines() if l.strip()]
+        )
     except json.JSONDecodeError as error:
         raise AnnotationError(f"{path} is neither a JSON list nor JSON Lines: {error}") from error
     if not all(isinstance(row, dict) for row in rows):
@@ -145,7 +149,9 @@ def load_msvd_qa(annotations: str | os.PathLike, video_root: str | os.PathLike, 
         if name is None:
             raise AnnotationError(f"{mapping} has no line for vid{row['video_id']}")
         video = find_video(video_root, [name]) or video_root / f"{name}.avi"
-        items.append(QAItem(str(row["id"]), video, row["question"], str(row["answer"]), {"video_id": row["video_id"]}))
+        items.append(
+            QAItem(str(row["id"]), video, row["question"], str(row["answer"]), {"video_id": row["video_id"]})
+        )
     return items
 
 
@@ -187,7 +193,9 @@ def load_activitynet_qa(
     return items
 
 
-def load_video_qa(annotations: str | os.PathLike, video_root: str | os.PathLike | None = None) -> list[QAItem]:
+def load_video_qa(
+    annotations: str | os.PathLike, video_root: str | os.PathLike | None = None
+) -> list[QAItem]:
     """Generic ``{video, question, answer}`` JSON/JSONL; ids default to the row index."""
     annotations = Path(annotations)
     root = Path(video_root) if video_root else annotations.parent
@@ -251,7 +259,9 @@ def load_msrvtt_prompts(annotations: str | os.PathLike, video_root: str | os.Pat
                 order = sentence.get("sen_id", 0)
                 if video_id not in captions or order < captions[video_id][0]:
                     captions[video_id] = (order, sentence["caption"])
-    prompts = [PromptItem(video_id, caption) for video_id, (_, caption) in sorted(captions.items(), key=_natural)]
+    prompts = [
+        PromptItem(video_id, caption) for video_id, (_, caption) in sorted(captions.items(), key=_natural)
+    ]
     references = _reference_videos(video_root, [item.id for item in prompts])
     return prompts, references
 
@@ -272,7 +282,9 @@ def reference_folder_videos(video_root) -> list[Path]:
     """Every video file under ``video_root`` (recursively, sorted); empty without a folder."""
     if video_root is None:
         return []
-    return sorted(p for p in Path(video_root).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    return sorted(
+        p for p in Path(video_root).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
+    )
 
 
 def class_prompt(class_name: str) -> str:

@@ -49,7 +49,9 @@ class ClipSimilarity:
         cosines = []
         for start in range(0, len(frames), self.batch_size):
             pixels = self.image_processor(frames[start : start + self.batch_size], return_tensors="pt")
-            image_embedding = _embedding(self.model.get_image_features(pixel_values=pixels["pixel_values"].to(device)))
+            image_embedding = _embedding(
+                self.model.get_image_features(pixel_values=pixels["pixel_values"].to(device))
+            )
             image_embedding = image_embedding / image_embedding.norm(dim=-1, keepdim=True)
             cosines.append(image_embedding @ text_embedding[0])
         return torch.cat(cosines).mean().item()

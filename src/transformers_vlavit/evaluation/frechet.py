@@ -18,7 +18,9 @@ def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``features [N, D]`` -> ``(mean [D], unbiased covariance [D, D])`` in float64 (N >= 2)."""
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2 or features.shape[0] < 2:
-        raise ValueError(f"need at least 2 feature vectors [N, D] for a covariance, got shape {features.shape}")
+        raise ValueError(
+            f"need at least 2 feature vectors [N, D] for a covariance, got shape {features.shape}"
+        )
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
@@ -37,11 +39,18 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Frechet distance of ``N(mu1, sigma1)`` and ``N(mu2, sigma2)``; means ``[D]``, covariances ``[D, D]``."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    sigma1, sigma2 = (
+        np.atleast_2d(np.asarray(sigma1, np.float64)),
+        np.atleast_2d(np.asarray(sigma2, np.float64)),
+    )
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
-        raise ValueError(f"mismatched statistics: means {mu1.shape}/{mu2.shape}, covariances {sigma1.shape}/{sigma2.shape}")
+        raise ValueError(
+            f"mismatched statistics: means {mu1.shape}/{mu2.shape}, covariances {sigma1.shape}/{sigma2.shape}"
+        )
     difference = mu1 - mu2
-    return float(difference @ difference + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2))
+    return float(
+        difference @ difference + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2)
+    )
 
 
 def features_frechet_distance(features1: np.ndarray, features2: np.ndarray) -> float:

@@ -68,8 +68,14 @@ def _fingerprint(paths: list[Path], extra: dict) -> str:
 
 
 def reference_statistics(
-    i3d, videos: list[Path], cache_dir: str | os.PathLike, i3d_path: str | os.PathLike, fps: float,
-    num_frames: int = FVD_FRAMES, batch_size: int = 8, progress=None,
+    i3d,
+    videos: list[Path],
+    cache_dir: str | os.PathLike,
+    i3d_path: str | os.PathLike,
+    fps: float,
+    num_frames: int = FVD_FRAMES,
+    batch_size: int = 8,
+    progress=None,
 ) -> dict:
     """Mean and covariance of the I3D features of the real videos, cached in ``cache_dir``.
 
@@ -81,12 +87,19 @@ def reference_statistics(
         ``{"mu": [D], "sigma": [D, D], "count": int, "skipped": int, "cache": path}``.
     """
     cache_dir = Path(cache_dir)
-    key = _fingerprint(sorted(videos) + [Path(i3d_path)], {"frames": num_frames, "fps": fps, "size": FVD_SIZE})
+    key = _fingerprint(
+        sorted(videos) + [Path(i3d_path)], {"frames": num_frames, "fps": fps, "size": FVD_SIZE}
+    )
     cache = cache_dir / f"fvd_reference_{key}.npz"
     if cache.is_file():
         stored = np.load(cache)
-        return {"mu": stored["mu"], "sigma": stored["sigma"], "count": int(stored["count"]),
-                "skipped": int(stored["skipped"]), "cache": str(cache)}
+        return {
+            "mu": stored["mu"],
+            "sigma": stored["sigma"],
+            "count": int(stored["count"]),
+            "skipped": int(stored["skipped"]),
+            "cache": str(cache),
+        }
     clips, skipped = [], 0
     for video in progress(videos) if progress else videos:
         frames = read_video_frames(video, num_frames, fps)

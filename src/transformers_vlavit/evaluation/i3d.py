@@ -37,7 +37,11 @@ INCEPTION_BLOCKS = (
     ("Mixed_5c", (384, 192, 384, 48, 128, 128)),
 )
 # max pools before these blocks: (kernel, stride), TF "SAME" padding
-POOLS_BEFORE = {"Mixed_3b": ((1, 3, 3), (1, 2, 2)), "Mixed_4b": ((3, 3, 3), (2, 2, 2)), "Mixed_5b": ((2, 2, 2), (2, 2, 2))}
+POOLS_BEFORE = {
+    "Mixed_3b": ((1, 3, 3), (1, 2, 2)),
+    "Mixed_4b": ((3, 3, 3), (2, 2, 2)),
+    "Mixed_5b": ((2, 2, 2), (2, 2, 2)),
+}
 STEM_CHANNELS = (64, 64, 192)
 BATCH_NORM_EPS = 1e-3
 NUM_KINETICS_CLASSES = 400
@@ -55,7 +59,9 @@ def same_padding(size: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[i
 class Unit3D(nn.Module):
     """Conv3d (TF "SAME" padding) + optional batch norm + optional ReLU; ``[B, C, T, H, W]`` in and out."""
 
-    def __init__(self, in_channels, out_channels, kernel=(1, 1, 1), stride=(1, 1, 1), batch_norm=True, relu=True):
+    def __init__(
+        self, in_channels, out_channels, kernel=(1, 1, 1), stride=(1, 1, 1), batch_norm=True, relu=True
+    ):
         super().__init__()
         self.kernel, self.stride, self.relu = tuple(kernel), tuple(stride), relu
         self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, bias=not batch_norm)
@@ -100,7 +106,9 @@ class InceptionI3d(nn.Module):
         num_classes: logits (400 for Kinetics-400).
     """
 
-    def __init__(self, stem_channels=STEM_CHANNELS, blocks=INCEPTION_BLOCKS, num_classes=NUM_KINETICS_CLASSES):
+    def __init__(
+        self, stem_channels=STEM_CHANNELS, blocks=INCEPTION_BLOCKS, num_classes=NUM_KINETICS_CLASSES
+    ):
         super().__init__()
         self.Conv3d_1a_7x7 = Unit3D(3, stem_channels[0], kernel=(7, 7, 7), stride=(2, 2, 2))
         self.Conv3d_2b_1x1 = Unit3D(stem_channels[0], stem_channels[1])
@@ -122,12 +130,15 @@ class InceptionI3d(nn.Module):
                 x = same_max_pool(x, *POOLS_BEFORE[name])
             x = getattr(self, name)(x)
         # the released head: average pool 2 x 7 x 7 (stride 1, no padding), then the 1x1x1 logits conv
-        x = F.avg_pool3d(x, kernel_size=(min(2, x.shape[2]), min(7, x.shape[3]), min(7, x.shape[4])), stride=1)
+        x = F.avg_pool3d(
+            x, kernel_size=(min(2, x.shape[2]), min(7, x.shape[3]), min(7, x.shape[4])), stride=1
+        )
         return self.logits(x).mean(dim=(2, 3, 4))
 
 
 def _architecture_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
     """Channel widths of a checkpoint, read from its weight shapes."""
+
     def width(name: str) -> int:
         return state_dict[f"{name}.conv3d.weight"].shape[0]
 
@@ -172,4 +183,3 @@ def load_i3d(path: str | os.PathLike, device: str | torch.device = "cpu") -> Inc
     model = InceptionI3d(**_architecture_from_state_dict(state_dict))
     model.load_state_dict(state_dict)
     return model.to(device).eval()
-

@@ -103,7 +103,9 @@ class LocalChatJudge:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.chat_template is None:
             raise ValueError(f"judge model {path} has no chat template; save one with its tokenizer")
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32).to(device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32).to(device).eval()
+        )
         self.max_new_tokens = max_new_tokens
 
     def __call__(self, messages: list[dict]) -> str:
@@ -134,8 +136,12 @@ class EndpointJudge:
         timeout: seconds per request.
     """
 
-    def __init__(self, url: str, model: str = ORIGINAL_JUDGE, api_key: str | None = None, timeout: float = 60):
-        self.url = url if url.rstrip("/").endswith("/chat/completions") else url.rstrip("/") + "/chat/completions"
+    def __init__(
+        self, url: str, model: str = ORIGINAL_JUDGE, api_key: str | None = None, timeout: float = 60
+    ):
+        self.url = (
+            url if url.rstrip("/").endswith("/chat/completions") else url.rstrip("/") + "/chat/completions"
+        )
         self.model = model
         self.name = f"endpoint:{model}"
         self._api_key = api_key
@@ -175,7 +181,12 @@ def judge_records(judge, records: list[dict], judgements: PredictionFile, retrie
                 text = judge(messages)
                 result.update(parse_judgement(text), response=text)
                 break
-            except (ValueError, KeyError, IndexError, OSError) as error:  # unparsable answer, HTTP or network error
+            except (
+                ValueError,
+                KeyError,
+                IndexError,
+                OSError,
+            ) as error:  # unparsable answer, HTTP or network error
                 logger.warning(f"judge attempt {attempt + 1} on {record['id']} failed: {error}")
                 result["judge_error"] = str(error)
                 time.sleep(getattr(judge, "retry_wait", 0.0) * (attempt + 1))

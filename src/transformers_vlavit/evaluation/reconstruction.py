@@ -32,15 +32,29 @@ def load_detokenizers(model_dir, device: str = "cpu", dtype=torch.float32):
     from ..pipeline_text_to_video import DetokenizerNotFoundError
 
     keyframe_dir, video_dir = find_detokenizer_folders(model_dir)
-    pipes = [DiffusionPipeline.from_pretrained(d, trust_remote_code=True, dtype=dtype).to(device) for d in (keyframe_dir, video_dir)]
+    pipes = [
+        DiffusionPipeline.from_pretrained(d, trust_remote_code=True, dtype=dtype).to(device)
+        for d in (keyframe_dir, video_dir)
+    ]
     if pipes[0].visual_tokenizer is None or pipes[1].motion_tokenizer is None:
-        raise DetokenizerNotFoundError(f"{model_dir} lacks the visual or motion tokenizer inside its detokenizers")
+        raise DetokenizerNotFoundError(
+            f"{model_dir} lacks the visual or motion tokenizer inside its detokenizers"
+        )
     return pipes
 
 
 def reconstruct_videos(
-    keyframe_pipe, video_pipe, videos: list[Path], out_dir: Path, predictions: PredictionFile,
-    height: int, width: int, max_clips: int = 8, seed: int = 0, progress=None, **reconstruct_kwargs,
+    keyframe_pipe,
+    video_pipe,
+    videos: list[Path],
+    out_dir: Path,
+    predictions: PredictionFile,
+    height: int,
+    width: int,
+    max_clips: int = 8,
+    seed: int = 0,
+    progress=None,
+    **reconstruct_kwargs,
 ) -> list[dict]:
     """Reconstruct every video not yet in ``predictions``; records ``{id, video, reconstruction, psnr, ssim,
     keyframe_psnr, keyframe_ssim, clips, frames}``."""
@@ -60,13 +74,21 @@ def reconstruct_videos(
         key_reference = torch.stack([ref[0] for ref in references])
         output = out_dir / f"{video.stem}.mp4"
         write_video(torch.cat(frames), output, decomposition.fps)
-        predictions.add([{
-            "id": video.stem, "video": str(video), "reconstruction": str(output),
-            "psnr": psnr(reconstruction, reference), "ssim": ssim(reconstruction, reference),
-            "keyframe_psnr": psnr(torch.stack(keyframes), key_reference),
-            "keyframe_ssim": ssim(torch.stack(keyframes), key_reference),
-            "clips": len(frames), "frames": int(reconstruction.shape[0]),
-        }])
+        predictions.add(
+            [
+                {
+                    "id": video.stem,
+                    "video": str(video),
+                    "reconstruction": str(output),
+                    "psnr": psnr(reconstruction, reference),
+                    "ssim": ssim(reconstruction, reference),
+                    "keyframe_psnr": psnr(torch.stack(keyframes), key_reference),
+                    "keyframe_ssim": ssim(torch.stack(keyframes), key_reference),
+                    "clips": len(frames),
+                    "frames": int(reconstruction.shape[0]),
+                }
+            ]
+        )
     return predictions.records(ids)
 
 

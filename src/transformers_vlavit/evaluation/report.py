@@ -25,7 +25,9 @@ def sample_frames(path: str | os.PathLike, count: int = 4) -> list:
         if total <= 0:  # the container does not say: count by decoding
             total = sum(1 for _ in container.decode(stream))
             container.seek(0)
-        wanted = set(np.linspace(0, max(total - 1, 0), min(count, max(total, 1))).round().astype(int).tolist())
+        wanted = set(
+            np.linspace(0, max(total - 1, 0), min(count, max(total, 1))).round().astype(int).tolist()
+        )
         frames = []
         for index, frame in enumerate(container.decode(stream)):
             if index in wanted:
@@ -82,8 +84,13 @@ def _cell(text) -> str:
 
 
 def write_report(
-    path: str | os.PathLike, task: str, metrics: dict, protocol: dict, images: list[str] = (),
-    examples: list[dict] | None = None, example_keys: tuple[str, ...] = (),
+    path: str | os.PathLike,
+    task: str,
+    metrics: dict,
+    protocol: dict,
+    images: list[str] = (),
+    examples: list[dict] | None = None,
+    example_keys: tuple[str, ...] = (),
 ) -> Path:
     """A short Markdown report: metrics, the exact protocol, pictures and example rows."""
     path = Path(path)
@@ -93,7 +100,13 @@ def write_report(
     if images:
         lines += ["", "## Samples", ""] + [f"![{Path(image).stem}]({image})" for image in images]
     if examples:
-        lines += ["", "## Examples", "", "| " + " | ".join(example_keys) + " |", "|" + " --- |" * len(example_keys)]
+        lines += [
+            "",
+            "## Examples",
+            "",
+            "| " + " | ".join(example_keys) + " |",
+            "|" + " --- |" * len(example_keys),
+        ]
         lines += ["| " + " | ".join(_cell(_format(e.get(k))) for k in example_keys) + " |" for e in examples]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

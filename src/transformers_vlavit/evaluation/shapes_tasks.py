@@ -50,7 +50,12 @@ def answer_word(prediction: str, vocabulary) -> str | None:
 def outcome(attribute: str, record: dict, correct: bool) -> dict:
     """One scored attribute of one item, with what the groups select on."""
     clips = record.get("num_clips") or len(record.get("directions") or [None])
-    return {"attribute": attribute, "held_out": bool(record.get("held_out")), "num_clips": clips, "correct": correct}
+    return {
+        "attribute": attribute,
+        "held_out": bool(record.get("held_out")),
+        "num_clips": clips,
+        "correct": correct,
+    }
 
 
 def grouped_accuracy(outcomes: list[dict]) -> dict:
@@ -89,15 +94,21 @@ def detect_generated(record: dict) -> dict:
 
     frames = (read_frames(record["video"]) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     detection = detect_video(frames, num_clips=len(record["directions"]))
-    return {"detected_colour": detection.colour, "detected_shape": detection.shape,
-            "detected_directions": list(detection.directions)}
+    return {
+        "detected_colour": detection.colour,
+        "detected_shape": detection.shape,
+        "detected_directions": list(detection.directions),
+    }
 
 
 def generation_outcomes(records: list[dict]) -> list[dict]:
     """Per generated video: colour, shape, direction (first clip), after (second clip) and joint outcomes."""
     outcomes = []
     for r in records:
-        checks = [("colour", r["detected_colour"] == r["colour"]), ("shape", r["detected_shape"] == r["shape"])]
+        checks = [
+            ("colour", r["detected_colour"] == r["colour"]),
+            ("shape", r["detected_shape"] == r["shape"]),
+        ]
         for name, expected, found in zip(("direction", "after"), r["directions"], r["detected_directions"]):
             checks.append((name, found == expected))
         outcomes += [outcome(name, r, correct) for name, correct in checks]
@@ -118,7 +129,13 @@ def _split_file(world: Path, split: str, kind: str) -> Path:
 def run_shapes_task(task: str, model_dir, out: Path, options) -> dict:
     """Run ``shapes-qa``, ``shapes-t2v`` or ``shapes-i2v`` (see the module docstring)."""
     from .tasks import (
-        _existing, _finish, _limited, _progress, check_metric_weights, generation_protocol, run_generation,
+        _existing,
+        _finish,
+        _limited,
+        _progress,
+        check_metric_weights,
+        generation_protocol,
+        run_generation,
         run_video_qa,
     )
 
@@ -129,7 +146,9 @@ def run_shapes_task(task: str, model_dir, out: Path, options) -> dict:
         return run_video_qa(task, model_dir, out, options, items=items, extra_scores=shapes_qa_scores)
 
     kind = "t2v" if task == "shapes-t2v" else "i2v"
-    prompts = _limited(data.load_prompts(_split_file(world, options.split, kind), image_root=world), options.limit)
+    prompts = _limited(
+        data.load_prompts(_split_file(world, options.split, kind), image_root=world), options.limit
+    )
     for item in prompts:
         if kind == "i2v" and (item.image is None or not item.image.is_file()):
             raise EvaluationInputError(f"image-to-video prompt {item.id} has no image on disk ({item.image})")
@@ -137,11 +156,17 @@ def run_shapes_task(task: str, model_dir, out: Path, options) -> dict:
             raise EvaluationInputError(f"prompt {item.id} has no ground-truth directions")
     references = data.reference_folder_videos(world / "videos" / options.split)
     check_metric_weights(options, references)
-    records = run_generation(task, model_dir, out, options, prompts, num_clips_of=lambda item: len(item.extra["directions"]))
+    records = run_generation(
+        task, model_dir, out, options, prompts, num_clips_of=lambda item: len(item.extra["directions"])
+    )
     for record in records:
         record.update(detect_generated(record))
-    metrics: dict = {"task": task, "split": options.split, "videos": len(records),
-                     "shapes": grouped_accuracy(generation_outcomes(records))}
+    metrics: dict = {
+        "task": task,
+        "split": options.split,
+        "videos": len(records),
+        "shapes": grouped_accuracy(generation_outcomes(records)),
+    }
     if options.clip:
         from .text_to_video import clipsim_scores
 
@@ -149,12 +174,23 @@ def run_shapes_task(task: str, model_dir, out: Path, options) -> dict:
     if options.i3d:
         from .text_to_video import fvd_score
 
-        metrics.update(fvd_score(records, references, options.i3d, options.cache_dir or out / "cache", options.device,
-                                 fps=records[0]["fps"], progress=_progress("I3D reference")))
+        metrics.update(
+            fvd_score(
+                records,
+                references,
+                options.i3d,
+                options.cache_dir or out / "cache",
+                options.device,
+                fps=records[0]["fps"],
+                progress=_progress("I3D reference"),
+            )
+        )
     protocol = generation_protocol(options, records)
     protocol["clips"] = "one per ground-truth direction"
-    protocol["scoring"] = ("transformers_vlavit.shapes.detect_video on the generated RGB frames: majority colour and "
-                           "shape over frames, one direction per clip; held-out colour x shape combinations separately")
+    protocol["scoring"] = (
+        "transformers_vlavit.shapes.detect_video on the generated RGB frames: majority colour and "
+        "shape over frames, one direction per clip; held-out colour x shape combinations separately"
+    )
     rows = []
     for record in records[: options.num_examples]:
         frames = sample_frames(record["video"], 4)

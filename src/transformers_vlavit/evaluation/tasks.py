@@ -95,7 +95,9 @@ def _check_model(task: str, model) -> None:
     from ..pipeline_text_to_video import DetokenizerNotFoundError
 
     model = Path(model)
-    has_language_model = (model / "config.json").is_file() or (model / "understanding" / "config.json").is_file()
+    has_language_model = (model / "config.json").is_file() or (
+        model / "understanding" / "config.json"
+    ).is_file()
     if task != "reconstruction" and not has_language_model:
         raise EvaluationInputError(f"--model {model} is not a Video-LaVIT checkpoint folder (no config.json)")
     if task in QA_TASKS or task == "shapes-qa":
@@ -140,7 +142,9 @@ def make_judge(options: EvaluationOptions):
     from .judges import EndpointJudge, LocalChatJudge
 
     if options.judge.startswith(("http://", "https://")):
-        return EndpointJudge(options.judge, model=options.judge_model, api_key=os.environ.get(options.judge_api_key_env))
+        return EndpointJudge(
+            options.judge, model=options.judge_model, api_key=os.environ.get(options.judge_api_key_env)
+        )
     return LocalChatJudge(options.judge, device=options.device)
 
 
@@ -149,7 +153,9 @@ def check_judge(options: EvaluationOptions) -> None:
         _existing(options.judge, "--judge")
 
 
-def run_video_qa(task: str, model_dir, out: Path, options: EvaluationOptions, items=None, extra_scores=None) -> dict:
+def run_video_qa(
+    task: str, model_dir, out: Path, options: EvaluationOptions, items=None, extra_scores=None
+) -> dict:
     """Predict, score offline (and with the judge when given), write metrics and report.
 
     ``items`` replaces the task's own annotations; ``extra_scores(records) -> dict`` adds task metrics.
@@ -167,8 +173,14 @@ def run_video_qa(task: str, model_dir, out: Path, options: EvaluationOptions, it
     processor = AutoProcessor.from_pretrained(folder)
     max_clips = options.max_clips or understanding_clip_count(processor)
     records = predict_video_qa(
-        model, processor, items, PredictionFile(out / PREDICTIONS_FILE), batch_size=options.batch_size,
-        max_clips=max_clips, max_new_tokens=options.max_new_tokens, min_new_tokens=options.min_new_tokens,
+        model,
+        processor,
+        items,
+        PredictionFile(out / PREDICTIONS_FILE),
+        batch_size=options.batch_size,
+        max_clips=max_clips,
+        max_new_tokens=options.max_new_tokens,
+        min_new_tokens=options.min_new_tokens,
         progress=_progress(f"{task} answers"),
     )
     answered = [r for r in records if "error" not in r]
@@ -179,7 +191,9 @@ def run_video_qa(task: str, model_dir, out: Path, options: EvaluationOptions, it
     if options.judge:
         judge = make_judge(options)
         del model  # the judge may be as large as the model under test
-        judgements = judge_records(judge, answered, PredictionFile(out / JUDGEMENTS_FILE), progress=_progress("judge"))
+        judgements = judge_records(
+            judge, answered, PredictionFile(out / JUDGEMENTS_FILE), progress=_progress("judge")
+        )
         metrics["judge"] = {"name": judge.name, **judge_scores(judgements)}
         verdicts = {j["id"]: j for j in judgements}
         for record in answered:
@@ -190,12 +204,18 @@ def run_video_qa(task: str, model_dir, out: Path, options: EvaluationOptions, it
         "clips per video": max_clips,
         "batch size": options.batch_size,
         "offline scoring": "normalised (lower case, no punctuation or articles) exact match / answer contained",
-        "judge": (f"Video-ChatGPT protocol with {metrics['judge']['name']} (published numbers: {ORIGINAL_JUDGE})"
-                  if options.judge else "none (offline scores only)"),
+        "judge": (
+            f"Video-ChatGPT protocol with {metrics['judge']['name']} (published numbers: {ORIGINAL_JUDGE})"
+            if options.judge
+            else "none (offline scores only)"
+        ),
         "model": str(folder),
     }
     examples = answered[: options.num_examples]
-    rows = [(sample_frames(r["video"], 4), f"Q: {r['question']}\nA: {r['answer']}\nPred: {r['prediction']}") for r in examples]
+    rows = [
+        (sample_frames(r["video"], 4), f"Q: {r['question']}\nA: {r['answer']}\nPred: {r['prediction']}")
+        for r in examples
+    ]
     images = [contact_sheet(rows, out / "examples.png").name] if rows else []
     keys = ("id", "question", "answer", "prediction") + (("judge",) if options.judge else ())
     return _finish(out, task, metrics, protocol, images, examples, keys)
@@ -205,10 +225,14 @@ def run_video_qa(task: str, model_dir, out: Path, options: EvaluationOptions, it
 def read_prompt_items(task: str, options: EvaluationOptions) -> tuple[list[data.PromptItem], list[Path]]:
     """The prompts and the real reference videos of a text-to-video task (step 1)."""
     if task == "msrvtt-t2v":
-        prompts, references = data.load_msrvtt_prompts(_existing(options.annotations, "--annotations"), options.video_root)
+        prompts, references = data.load_msrvtt_prompts(
+            _existing(options.annotations, "--annotations"), options.video_root
+        )
     elif task == "ucf101-t2v":
         class_index = _existing(options.class_index or options.annotations, "--class-index")
-        prompts, references = data.load_ucf101_prompts(class_index, options.video_root, options.samples_per_class)
+        prompts, references = data.load_ucf101_prompts(
+            class_index, options.video_root, options.samples_per_class
+        )
     else:
         prompts = data.load_prompts(_existing(options.annotations, "--annotations"))
         references = data.reference_folder_videos(options.video_root)
@@ -232,8 +256,13 @@ def check_metric_weights(options: EvaluationOptions, references: list[Path]) -> 
 
 def generation_options(options: EvaluationOptions) -> dict:
     """Keyword arguments of the text-to-video pipeline for this run."""
-    return {"num_clips": options.num_clips, "height": options.height, "width": options.width,
-            "num_inference_steps": options.steps, "keyframe_num_inference_steps": options.keyframe_steps}
+    return {
+        "num_clips": options.num_clips,
+        "height": options.height,
+        "width": options.width,
+        "num_inference_steps": options.steps,
+        "keyframe_num_inference_steps": options.keyframe_steps,
+    }
 
 
 def run_generation(task: str, model_dir, out: Path, options: EvaluationOptions, prompts, num_clips_of=None):
@@ -242,8 +271,14 @@ def run_generation(task: str, model_dir, out: Path, options: EvaluationOptions, 
 
     pipe = load_text_to_video_pipeline(model_dir, device=options.device, dtype=_dtype(options))
     return generate_videos(
-        pipe, prompts, out / "videos", PredictionFile(out / PREDICTIONS_FILE), seed=options.seed,
-        progress=_progress(f"{task} videos"), num_clips_of=num_clips_of, **generation_options(options),
+        pipe,
+        prompts,
+        out / "videos",
+        PredictionFile(out / PREDICTIONS_FILE),
+        seed=options.seed,
+        progress=_progress(f"{task} videos"),
+        num_clips_of=num_clips_of,
+        **generation_options(options),
     )
 
 
@@ -255,7 +290,7 @@ def generation_protocol(options: EvaluationOptions, records: list[dict]) -> dict
         "frames": f"{first.get('frames')} per video ({options.num_clips} clip(s) of 24 at {first.get('fps')} fps)",
         "resolution": f"{first.get('width')} x {first.get('height')}",
         "sampling": f"{options.keyframe_steps} keyframe / {options.steps} video denoising steps, LLM top-k 200, "
-                    "guidance 4.0 keyframe / 7.0 motion / 3.0 decoder / 1.0-4.0 video",
+        "guidance 4.0 keyframe / 7.0 motion / 3.0 decoder / 1.0-4.0 video",
     }
 
 
@@ -270,18 +305,40 @@ def run_text_to_video(task: str, model_dir, out: Path, options: EvaluationOption
     if options.clip:
         metrics.update(clipsim_scores(records, options.clip, options.device, _progress("CLIPSIM")))
     if options.i3d:
-        metrics.update(fvd_score(records, references, options.i3d, options.cache_dir or out / "cache",
-                                 options.device, fps=records[0]["fps"], progress=_progress("I3D reference")))
+        metrics.update(
+            fvd_score(
+                records,
+                references,
+                options.i3d,
+                options.cache_dir or out / "cache",
+                options.device,
+                fps=records[0]["fps"],
+                progress=_progress("I3D reference"),
+            )
+        )
     protocol = generation_protocol(options, records)
-    protocol["CLIPSIM"] = "mean over frames and videos of the frame-prompt cosine of the CLIP model's projected embeddings"
-    protocol["FVD"] = ("I3D (Kinetics-400) logits of the first 16 frames at 224 x 224 in [-1, 1] (bilinear resize); "
-                       "real videos resampled to the generated frame rate; Frechet distance of the Gaussians")
+    protocol["CLIPSIM"] = (
+        "mean over frames and videos of the frame-prompt cosine of the CLIP model's projected embeddings"
+    )
+    protocol["FVD"] = (
+        "I3D (Kinetics-400) logits of the first 16 frames at 224 x 224 in [-1, 1] (bilinear resize); "
+        "real videos resampled to the generated frame rate; Frechet distance of the Gaussians"
+    )
     if task == "ucf101-t2v":
-        protocol["UCF-101 prompts"] = f"the class name in lower-case words, {options.samples_per_class} videos per class"
+        protocol["UCF-101 prompts"] = (
+            f"the class name in lower-case words, {options.samples_per_class} videos per class"
+        )
     if task == "msrvtt-t2v":
         protocol["MSR-VTT prompts"] = "the first caption (lowest sen_id) of each test video"
-    return _finish(out, task, metrics, protocol, _generation_sheet(records, out, options), records[: options.num_examples],
-                   ("id", "prompt", "clipsim"))
+    return _finish(
+        out,
+        task,
+        metrics,
+        protocol,
+        _generation_sheet(records, out, options),
+        records[: options.num_examples],
+        ("id", "prompt", "clipsim"),
+    )
 
 
 def _generation_sheet(records: list[dict], out: Path, options: EvaluationOptions, text=None) -> list[str]:
@@ -290,7 +347,10 @@ def _generation_sheet(records: list[dict], out: Path, options: EvaluationOptions
     if not records:
         return []
     picks = np.linspace(0, len(records) - 1, min(options.num_examples, len(records))).round().astype(int)
-    rows = [(sample_frames(records[i]["video"], 4), text(records[i]) if text else records[i]["prompt"]) for i in picks]
+    rows = [
+        (sample_frames(records[i]["video"], 4), text(records[i]) if text else records[i]["prompt"])
+        for i in picks
+    ]
     return [contact_sheet(rows, out / "samples.png").name]
 
 
@@ -307,22 +367,41 @@ def run_reconstruction(task: str, model_dir, out: Path, options: EvaluationOptio
     height = options.height or video_pipe.unet.config.sample_size * video_pipe.vae_scale_factor
     width = options.width or video_pipe.unet.config.sample_size * video_pipe.vae_scale_factor
     records = reconstruct_videos(
-        keyframe_pipe, video_pipe, videos, out / "videos", PredictionFile(out / PREDICTIONS_FILE), height, width,
-        max_clips=options.max_clips or 8, seed=options.seed, progress=_progress("reconstruction"),
-        keyframe_steps=options.keyframe_steps, video_steps=options.steps,
+        keyframe_pipe,
+        video_pipe,
+        videos,
+        out / "videos",
+        PredictionFile(out / PREDICTIONS_FILE),
+        height,
+        width,
+        max_clips=options.max_clips or 8,
+        seed=options.seed,
+        progress=_progress("reconstruction"),
+        keyframe_steps=options.keyframe_steps,
+        video_steps=options.steps,
     )
     metrics = {"task": task, **reconstruction_scores(records)}
-    protocol = {"code path": "vlavit reconstruct (decompose, tokenize, keyframe + video detokenizers)",
-                "size": f"{width} x {height}", "steps": f"{options.keyframe_steps} keyframe / {options.steps} video",
-                "seed": f"clip i of each video: {options.seed} + i",
-                "reference": "input frames at 6 fps (the decomposition's frame choice), bicubic to the size",
-                "PSNR / SSIM": "per video over all frames (SSIM: Gaussian window 11, sigma 1.5), mean over videos"}
+    protocol = {
+        "code path": "vlavit reconstruct (decompose, tokenize, keyframe + video detokenizers)",
+        "size": f"{width} x {height}",
+        "steps": f"{options.keyframe_steps} keyframe / {options.steps} video",
+        "seed": f"clip i of each video: {options.seed} + i",
+        "reference": "input frames at 6 fps (the decomposition's frame choice), bicubic to the size",
+        "PSNR / SSIM": "per video over all frames (SSIM: Gaussian window 11, sigma 1.5), mean over videos",
+    }
     rows = []
     for record in records[: options.num_examples]:
         rows.append((sample_frames(record["video"], 2), f"{record['id']} input"))
-        rows.append((sample_frames(record["reconstruction"], 2), f"reconstruction: PSNR {record['psnr']:.2f} dB, SSIM {record['ssim']:.3f}"))
+        rows.append(
+            (
+                sample_frames(record["reconstruction"], 2),
+                f"reconstruction: PSNR {record['psnr']:.2f} dB, SSIM {record['ssim']:.3f}",
+            )
+        )
     images = [contact_sheet(rows, out / "samples.png", frames_per_row=2).name]
-    return _finish(out, task, metrics, protocol, images, records[: options.num_examples], ("id", "psnr", "ssim"))
+    return _finish(
+        out, task, metrics, protocol, images, records[: options.num_examples], ("id", "psnr", "ssim")
+    )
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -363,4 +442,4 @@ def evaluate(task: str, model: str | os.PathLike, out: str | os.PathLike, **opti
     return run_shapes_task(task, model, out, settings)
 
 
-__all__ = ["EvaluationOptions", "TASKS", "evaluate"]
+__all__ = ["TASKS", "EvaluationOptions", "evaluate"]

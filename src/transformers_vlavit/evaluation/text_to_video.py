@@ -26,12 +26,20 @@ def load_text_to_video_pipeline(model_dir, device: str = "cpu", dtype=torch.floa
 
     from ..pipeline_text_to_video import TASK, VideoLaVITTextToVideoPipeline
 
-    return pipeline(TASK, model=str(model_dir), device=device, dtype=dtype, pipeline_class=VideoLaVITTextToVideoPipeline)
+    return pipeline(
+        TASK, model=str(model_dir), device=device, dtype=dtype, pipeline_class=VideoLaVITTextToVideoPipeline
+    )
 
 
 def generate_videos(
-    pipe, items: list[PromptItem], out_dir: Path, predictions: PredictionFile, seed: int = 0,
-    progress=None, num_clips_of=None, **generation_kwargs,
+    pipe,
+    items: list[PromptItem],
+    out_dir: Path,
+    predictions: PredictionFile,
+    seed: int = 0,
+    progress=None,
+    num_clips_of=None,
+    **generation_kwargs,
 ) -> list[dict]:
     """Generate ``out_dir/<id>.mp4`` for every item not yet in ``predictions``.
 
@@ -69,9 +77,16 @@ def generate_videos(
         partial = video.with_suffix(".partial.mp4")
         write_video(result["frames"], partial, fps=result["fps"])
         partial.replace(video)  # a record always points at a complete file
-        record = {"id": item.id, "prompt": item.prompt, "video": str(video), "seed": seed + index,
-                  "frames": int(result["frames"].shape[0]), "height": int(result["frames"].shape[-2]),
-                  "width": int(result["frames"].shape[-1]), "fps": result["fps"]}
+        record = {
+            "id": item.id,
+            "prompt": item.prompt,
+            "video": str(video),
+            "seed": seed + index,
+            "frames": int(result["frames"].shape[0]),
+            "height": int(result["frames"].shape[-2]),
+            "width": int(result["frames"].shape[-1]),
+            "fps": result["fps"],
+        }
         if item.image is not None:
             record["image"] = str(item.image)
         record.update(item.extra)
@@ -101,8 +116,16 @@ def clipsim_scores(records: list[dict], clip_path, device: str = "cpu", progress
     return {"clipsim": float(np.mean([r["clipsim"] for r in records])), "clip_model": str(clip_path)}
 
 
-def fvd_score(records: list[dict], reference_videos: list[Path], i3d_path, cache_dir, device: str = "cpu",
-              fps: float = 6, batch_size: int = 8, progress=None) -> dict:
+def fvd_score(
+    records: list[dict],
+    reference_videos: list[Path],
+    i3d_path,
+    cache_dir,
+    device: str = "cpu",
+    fps: float = 6,
+    batch_size: int = 8,
+    progress=None,
+) -> dict:
     """FVD of the generated videos against the real ``reference_videos`` (statistics cached)."""
     from .frechet import frechet_distance, gaussian_statistics
     from .fvd import FVD_FRAMES, fvd_clip, i3d_features, reference_statistics
@@ -113,7 +136,9 @@ def fvd_score(records: list[dict], reference_videos: list[Path], i3d_path, cache
             f"FVD needs at least 2 generated and 2 real videos, got {len(records)} and {len(reference_videos)}"
         )
     i3d = load_i3d(i3d_path, device=device)
-    reference = reference_statistics(i3d, reference_videos, cache_dir, i3d_path, fps, FVD_FRAMES, batch_size, progress)
+    reference = reference_statistics(
+        i3d, reference_videos, cache_dir, i3d_path, fps, FVD_FRAMES, batch_size, progress
+    )
     clips = [fvd_clip(read_frames(record["video"])) for record in records]
     mu, sigma = gaussian_statistics(i3d_features(i3d, clips, batch_size))
     return {

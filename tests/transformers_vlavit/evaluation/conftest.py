@@ -3,6 +3,7 @@ layouts, a tiny local judge, a fake OpenAI-compatible endpoint on 127.0.0.1, tin
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import threading
@@ -71,12 +72,18 @@ class FakeJudgeServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                server.requests.append(
+                    {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
+                )
                 user = body["messages"][1]["content"]
                 answer = re.search(r"Correct Answer: (.*)\n", user).group(1)
                 prediction = re.search(r"Predicted Answer: (.*)\n", user).group(1)
-                verdict = "{'pred': 'yes', 'score': 5}" if answer == prediction else "{'pred': 'no', 'score': 1}"
-                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]}).encode()
+                verdict = (
+                    "{'pred': 'yes', 'score': 5}" if answer == prediction else "{'pred': 'no', 'score': 1}"
+                )
+                payload = json.dumps(
+                    {"choices": [{"message": {"role": "assistant", "content": verdict}}]}
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -117,12 +124,24 @@ def tiny_judge(tmp_path_factory) -> Path:
     vocab = {word: index for index, word in enumerate(words)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}" + GENERATION_PROMPT
     size = len(words)
-    config = LlamaConfig(vocab_size=size, hidden_size=size, intermediate_size=4, num_hidden_layers=1,
-                         num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=4096,
-                         tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    config = LlamaConfig(
+        vocab_size=size,
+        hidden_size=size,
+        intermediate_size=4,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
     model = LlamaForCausalLM(config)
     with torch.no_grad():
         for parameter in model.model.layers.parameters():
@@ -130,7 +149,7 @@ def tiny_judge(tmp_path_factory) -> Path:
         model.model.embed_tokens.weight.copy_(torch.eye(size))
         model.lm_head.weight.zero_()
         chain = [GENERATION_PROMPT, *JUDGE_ANSWER, "</s>"]
-        for current, following in zip(chain, chain[1:]):
+        for current, following in itertools.pairwise(chain):
             model.lm_head.weight[vocab[following], vocab[current]] = 10.0
     folder = tmp_path_factory.mktemp("judge") / "tiny-judge"
     model.save_pretrained(folder)
@@ -146,22 +165,48 @@ def tiny_clip(tmp_path_factory, tiny_checkpoint) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "max_position_embeddings": 77},
-        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 77,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
         projection_dim=8,
     )
     folder = tmp_path_factory.mktemp("clip") / "tiny-clip"
     CLIPModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        folder
+    )
     return folder
 
 
 TINY_I3D_STEM = (4, 4, 8)
-TINY_I3D_BLOCKS = tuple((name, (2, 2, 4, 2, 2, 2)) for name in (
-    "Mixed_3b", "Mixed_3c", "Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f", "Mixed_5b", "Mixed_5c"))
+TINY_I3D_BLOCKS = tuple(
+    (name, (2, 2, 4, 2, 2, 2))
+    for name in (
+        "Mixed_3b",
+        "Mixed_3c",
+        "Mixed_4b",
+        "Mixed_4c",
+        "Mixed_4d",
+        "Mixed_4e",
+        "Mixed_4f",
+        "Mixed_5b",
+        "Mixed_5c",
+    )
+)
 
 
 @pytest.fixture(scope="session")

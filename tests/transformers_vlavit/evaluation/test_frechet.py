@@ -46,7 +46,8 @@ def test_trace_of_the_product_square_root_matches_an_eigendecomposition_of_the_p
     assert trace_sqrt_product(s1, s2) == pytest.approx(np.sqrt(eigenvalues.real).sum(), rel=1e-9)
     assert frechet_distance(np.zeros(12), s1, np.zeros(12), s1) == pytest.approx(0, abs=1e-8)
     assert frechet_distance(np.ones(12), s1, np.zeros(12), s2) == pytest.approx(
-        frechet_distance(np.zeros(12), s2, np.ones(12), s1), rel=1e-10)
+        frechet_distance(np.zeros(12), s2, np.ones(12), s1), rel=1e-10
+    )
 
 
 def test_samples_of_two_gaussians_approach_their_closed_form_distance():

@@ -53,13 +53,33 @@ def test_t2v_run_scores_clipsim_and_fvd_and_is_deterministic_and_resumable(
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red ball rolls left\na blue square moves up\na green triangle stays\n")
     cache = tmp_path / "cache"
-    arguments = ["evaluate", "t2v", "--model", str(tiny_checkpoint), "--annotations", str(prompts),
-                 "--video-root", str(videos[0].parent), "--clip", str(tiny_clip), "--i3d", str(tiny_i3d),
-                 "--cache-dir", str(cache), "--seed", "5", *FAST]
+    arguments = [
+        "evaluate",
+        "t2v",
+        "--model",
+        str(tiny_checkpoint),
+        "--annotations",
+        str(prompts),
+        "--video-root",
+        str(videos[0].parent),
+        "--clip",
+        str(tiny_clip),
+        "--i3d",
+        str(tiny_i3d),
+        "--cache-dir",
+        str(cache),
+        "--seed",
+        "5",
+        *FAST,
+    ]
     first, second = tmp_path / "run1", tmp_path / "run2"
     assert main([*arguments, "--out", str(first)]) == 0
     records = read_jsonl(first / "predictions.jsonl")
-    assert [(r["id"], r["seed"], r["frames"]) for r in records] == [("00000", 5, 24), ("00001", 6, 24), ("00002", 7, 24)]
+    assert [(r["id"], r["seed"], r["frames"]) for r in records] == [
+        ("00000", 5, 24),
+        ("00001", 6, 24),
+        ("00002", 7, 24),
+    ]
     metrics = json.loads((first / "metrics.json").read_text())
 
     generated = [read_frames(r["video"]) for r in records]
@@ -85,7 +105,9 @@ def test_t2v_run_scores_clipsim_and_fvd_and_is_deterministic_and_resumable(
     # determinism of the whole run in a fresh folder (the cached reference statistics are reused)
     assert main([*arguments, "--out", str(second)]) == 0
     for name in ("00000", "00001", "00002"):
-        assert (second / "videos" / f"{name}.mp4").read_bytes() == (first / "videos" / f"{name}.mp4").read_bytes()
+        assert (second / "videos" / f"{name}.mp4").read_bytes() == (
+            first / "videos" / f"{name}.mp4"
+        ).read_bytes()
     assert (second / "metrics.json").read_text() == (first / "metrics.json").read_text()
     report = (first / "report.md").read_text()
     assert "![samples](samples.png)" in report and "manual_seed(5 + i)" in report and "| fvd |" in report
@@ -94,7 +116,16 @@ def test_t2v_run_scores_clipsim_and_fvd_and_is_deterministic_and_resumable(
 def test_t2v_checks_its_weights_before_loading(tiny_checkpoint, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\n")
-    base = ["evaluate", "t2v", "--model", str(tiny_checkpoint), "--annotations", str(prompts), "--out", str(tmp_path / "r")]
+    base = [
+        "evaluate",
+        "t2v",
+        "--model",
+        str(tiny_checkpoint),
+        "--annotations",
+        str(prompts),
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main([*base, "--clip", str(tmp_path / "no-clip")]) == 2
     assert main([*base, "--i3d", str(tmp_path / "no.pt")]) == 2
     assert main([*base, "--i3d", str(prompts)]) == 2  # exists, but no real videos to compare with
@@ -103,7 +134,9 @@ def test_t2v_checks_its_weights_before_loading(tiny_checkpoint, tmp_path, capsys
     (language_model_only / "config.json").write_text((tiny_checkpoint / "config.json").read_text())
     assert main([*base[:2], "--model", str(language_model_only), *base[4:]]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 4 and "--clip" in errors[0] and "--i3d" in errors[1] and "2 real videos" in errors[2]
+    assert (
+        len(errors) == 4 and "--clip" in errors[0] and "--i3d" in errors[1] and "2 real videos" in errors[2]
+    )
     assert "no detokenizer pipelines" in errors[3]
     assert not (tmp_path / "r" / "predictions.jsonl").exists()
 
@@ -112,8 +145,19 @@ def test_reconstruction_over_a_folder(tiny_checkpoint, videos, tmp_path):
     from transformers_vlavit.commands.reconstruct import psnr
 
     out = tmp_path / "run"
-    arguments = ["evaluate", "reconstruction", "--model", str(tiny_checkpoint), "--video-root", str(videos[0].parent),
-                 "--out", str(out), "--limit", "2", *FAST]
+    arguments = [
+        "evaluate",
+        "reconstruction",
+        "--model",
+        str(tiny_checkpoint),
+        "--video-root",
+        str(videos[0].parent),
+        "--out",
+        str(out),
+        "--limit",
+        "2",
+        *FAST,
+    ]
     assert main(arguments) == 0
     records = read_jsonl(out / "predictions.jsonl")
     assert [r["id"] for r in records] == ["clip0", "clip1"]

@@ -29,7 +29,9 @@ def test_unit3d_equals_a_padded_convolution_then_eval_batch_norm():
     padded = F.pad(x, [0, 1, 1, 1, 1, 1])  # W 8 -> pad 1 (end), H 9 -> 2, T 5 -> 2
     convolved = F.conv3d(padded, unit.conv3d.weight, stride=2)
     bn = unit.bn
-    normalised = (convolved - bn.running_mean.view(1, -1, 1, 1, 1)) / torch.sqrt(bn.running_var.view(1, -1, 1, 1, 1) + 1e-3)
+    normalised = (convolved - bn.running_mean.view(1, -1, 1, 1, 1)) / torch.sqrt(
+        bn.running_var.view(1, -1, 1, 1, 1) + 1e-3
+    )
     expected = F.relu(normalised * bn.weight.view(1, -1, 1, 1, 1) + bn.bias.view(1, -1, 1, 1, 1))
     torch.testing.assert_close(unit(x), expected)
 
