@@ -137,6 +137,7 @@ def run_shapes_task(task: str, model_dir, out: Path, options) -> dict:
         generation_protocol,
         run_generation,
         run_video_qa,
+        start_run,
     )
 
     world = _existing(options.annotations, "--annotations (the shapes world folder)")
@@ -156,6 +157,7 @@ def run_shapes_task(task: str, model_dir, out: Path, options) -> dict:
             raise EvaluationInputError(f"prompt {item.id} has no ground-truth directions")
     references = data.reference_folder_videos(world / "videos" / options.split)
     check_metric_weights(options, references)
+    start_run(out, task, model_dir, options)
     records = run_generation(
         task, model_dir, out, options, prompts, num_clips_of=lambda item: len(item.extra["directions"])
     )

@@ -7,8 +7,10 @@ wrong path fails in a second), (2) load the model, (3) predict or generate for e
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +27,28 @@ QA_TASKS = ("msvd-qa", "msrvtt-qa", "activitynet-qa", "video-qa")
 T2V_TASKS = ("msrvtt-t2v", "ucf101-t2v", "t2v")
 SHAPES_TASKS = ("shapes-qa", "shapes-t2v", "shapes-i2v")
 TASKS = QA_TASKS + T2V_TASKS + ("reconstruction",) + SHAPES_TASKS
-PREDICTIONS_FILE, JUDGEMENTS_FILE = "predictions.jsonl", "judgements.jsonl"
+PREDICTIONS_FILE, RUN_FILE = "predictions.jsonl", "run.json"
+# options that change what a prediction or generated video is: a run folder resumes only under the same ones
+# (``limit`` may grow, and ``batch_size`` / ``device`` / the judge / the metric weights may change)
+PREDICTION_SETTINGS = (
+    "annotations",
+    "video_root",
+    "answers",
+    "mapping",
+    "class_index",
+    "samples_per_class",
+    "split",
+    "max_clips",
+    "max_new_tokens",
+    "min_new_tokens",
+    "seed",
+    "num_clips",
+    "height",
+    "width",
+    "steps",
+    "keyframe_steps",
+    "dtype",
+)
 METRICS_FILE, REPORT_FILE = "metrics.json", "report.md"
 
 
@@ -148,6 +171,12 @@ def make_judge(options: EvaluationOptions):
     return LocalChatJudge(options.judge, device=options.device)
 
 
+def judgements_file(judge_name: str) -> str:
+    """One judgement file per judge (``judgements-endpoint-gpt-3.5-turbo.jsonl``), so rescoring the same
+    predictions with another judge starts afresh instead of mixing verdicts."""
+    return "judgements-" + re.sub(r"[^A-Za-z0-9._-]+", "-", judge_name) + ".jsonl"
+
+
 def check_judge(options: EvaluationOptions) -> None:
     if options.judge and not options.judge.startswith(("http://", "https://")):
         _existing(options.judge, "--judge")
@@ -168,6 +197,7 @@ def run_video_qa(
 
     items = items if items is not None else read_qa_items(task, options)
     check_judge(options)
+    start_run(out, task, model_dir, options)
     folder = understanding_model_folder(model_dir)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=_dtype(options)).to(options.device).eval()
     processor = AutoProcessor.from_pretrained(folder)
@@ -192,7 +222,7 @@ def run_video_qa(
         judge = make_judge(options)
         del model  # the judge may be as large as the model under test
         judgements = judge_records(
-            judge, answered, PredictionFile(out / JUDGEMENTS_FILE), progress=_progress("judge")
+            judge, answered, PredictionFile(out / judgements_file(judge.name)), progress=_progress("judge")
         )
         metrics["judge"] = {"name": judge.name, **judge_scores(judgements)}
         verdicts = {j["id"]: j for j in judgements}
@@ -300,6 +330,7 @@ def run_text_to_video(task: str, model_dir, out: Path, options: EvaluationOption
 
     prompts, references = prepared or read_prompt_items(task, options)
     check_metric_weights(options, references)
+    start_run(out, task, model_dir, options)
     records = run_generation(task, model_dir, out, options, prompts)
     metrics: dict = {"task": task, "videos": len(records)}
     if options.clip:
@@ -363,6 +394,7 @@ def run_reconstruction(task: str, model_dir, out: Path, options: EvaluationOptio
     videos = _limited(list_videos(folder), options.limit)
     if not videos:
         raise EvaluationInputError(f"no videos in {folder}")
+    start_run(out, task, model_dir, options)
     keyframe_pipe, video_pipe = load_detokenizers(model_dir, options.device, _dtype(options))
     height = options.height or video_pipe.unet.config.sample_size * video_pipe.vae_scale_factor
     width = options.width or video_pipe.unet.config.sample_size * video_pipe.vae_scale_factor
@@ -411,13 +443,33 @@ def _finish(out: Path, task, metrics, protocol, images, examples, keys) -> dict:
     return metrics
 
 
+def start_run(out: Path, task: str, model, settings: EvaluationOptions) -> None:
+    """Record the run's prediction settings in ``out/run.json``; refuse to resume a folder made with others.
+
+    Called by every task once its inputs are checked, before a model is loaded.
+    """
+    chosen = {key: value for key, value in asdict(settings).items() if key in PREDICTION_SETTINGS}
+    run = {"task": task, "model": str(Path(model).resolve()), **chosen}
+    path = out / RUN_FILE
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(key for key in run.keys() | previous.keys() if run.get(key) != previous.get(key))
+        if changed:
+            raise EvaluationInputError(
+                f"{out} holds a run with other settings ({', '.join(changed)}); resume it with the same "
+                "options or give a new --out"
+            )
+    write_json(path, run)
+
+
 def evaluate(task: str, model: str | os.PathLike, out: str | os.PathLike, **options) -> dict:
     """Run one benchmark; returns the metrics (also written to ``out/metrics.json``).
 
     Args:
         task: one of :data:`TASKS`.
         model: the Video-LaVIT checkpoint folder (``understanding/`` is used for QA when present).
-        out: output folder; ``predictions.jsonl`` there makes a rerun resume.
+        out: output folder; ``predictions.jsonl`` there makes a rerun resume (with the same prediction
+            settings, recorded in ``run.json``).
         **options: fields of :class:`EvaluationOptions`.
 
     Raises:

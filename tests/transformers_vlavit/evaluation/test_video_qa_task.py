@@ -187,9 +187,43 @@ def test_endpoint_judge_protocol_and_resume(tiny_checkpoint, msvd_qa, tmp_path, 
         "no": 3,
         "unparsed": 0,
     }
-    assert "sk-test" not in (out / "judgements.jsonl").read_text() + (out / "metrics.json").read_text()
+    assert (
+        "sk-test"
+        not in (out / "judgements-endpoint-judge-x.jsonl").read_text() + (out / "metrics.json").read_text()
+    )
     assert main(arguments) == 0
     assert len(fake_endpoint.requests) == 3  # every judgement was already on disk
+    # another judge on the same predictions: its own verdicts, no model change needed
+    assert main([*arguments[: -len(FAST)], "--judge-model", "judge-y", *FAST]) == 0
+    assert len(fake_endpoint.requests) == 6
+    assert json.loads((out / "metrics.json").read_text())["judge"]["name"] == "endpoint:judge-y"
+
+
+def test_a_run_folder_resumes_only_with_the_same_prediction_settings(
+    tiny_checkpoint, msvd_qa, tmp_path, capsys
+):
+    annotations, clips = msvd_qa
+    base = [
+        "evaluate",
+        "msvd-qa",
+        "--model",
+        str(tiny_checkpoint),
+        "--annotations",
+        str(annotations),
+        "--video-root",
+        str(clips),
+        "--out",
+        str(tmp_path / "run"),
+        "--min-new-tokens",
+        "2",
+        "--max-clips",
+        "2",
+    ]
+    assert main([*base, "--max-new-tokens", "3", "--limit", "1"]) == 0
+    assert main([*base, "--max-new-tokens", "4"]) == 2
+    assert "other settings (max_new_tokens)" in capsys.readouterr().err
+    assert main([*base, "--max-new-tokens", "3", "--batch-size", "3"]) == 0  # limit and batch size may change
+    assert len(read_jsonl(tmp_path / "run" / "predictions.jsonl")) == 3
 
 
 def test_local_judge_on_generic_video_qa(tiny_checkpoint, videos, tmp_path, tiny_judge):
