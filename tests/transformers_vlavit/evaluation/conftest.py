@@ -211,16 +211,24 @@ TINY_I3D_BLOCKS = tuple(
 
 @pytest.fixture(scope="session")
 def tiny_i3d(tmp_path_factory) -> Path:
-    """A narrow random I3D (the released layer names, 6-16 channels) saved as a ``.pt`` state dict."""
+    """A narrow random I3D (the released layer names, 2-16 channels) saved as a ``.pt`` state dict.
+
+    Random convolutions shrink the signal layer by layer until every video gives the same logits; the batch
+    norms' running statistics are therefore calibrated on random videos (as training would set them) and the
+    logits scaled up, so that different videos give clearly different features.
+    """
     from transformers_vlavit.evaluation.i3d import InceptionI3d
 
     torch.manual_seed(0)
     model = InceptionI3d(stem_channels=TINY_I3D_STEM, blocks=TINY_I3D_BLOCKS, num_classes=12)
-    with torch.no_grad():  # non-trivial running statistics so that eval-mode batch norm matters
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm3d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
+    batch_norms = [module for module in model.modules() if isinstance(module, torch.nn.BatchNorm3d)]
+    for batch_norm in batch_norms:
+        batch_norm.momentum = None  # cumulative average over the calibration batch
+    with torch.no_grad():
+        model.train()(torch.rand(4, 3, 16, 224, 224) * 2 - 1)
+        model.logits.conv3d.weight.mul_(20)
+    for batch_norm in batch_norms:
+        batch_norm.momentum = 0.01
     path = tmp_path_factory.mktemp("i3d") / "tiny_i3d.pt"
     torch.save(model.state_dict(), path)
     return path

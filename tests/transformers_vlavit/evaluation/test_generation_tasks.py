@@ -91,6 +91,7 @@ def test_t2v_run_scores_clipsim_and_fvd_and_is_deterministic_and_resumable(
 
     real = [read_video_frames(v, 16, 6) for v in videos]
     assert metrics["fvd_reference_videos"] == 3 and len(list(cache.glob("fvd_reference_*.npz"))) == 1
+    assert metrics["fvd"] > 0.1  # the tiny I3D tells random generations from the synthetic clips
     assert metrics["fvd"] == pytest.approx(independent_fvd(tiny_i3d, generated, real), rel=1e-4)
 
     # resume: a lost record (and its video) is regenerated with its own seed, the others are kept
