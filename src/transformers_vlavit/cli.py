@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "convert",
     "ask",
     "generate",
+    "evaluate",
 )
 
 
