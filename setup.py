@@ -31,6 +31,8 @@ setup(
         "train": ["datasets>=3.0", "peft>=0.15", "trl>=0.20"],
         # reads the released SentencePiece tokenizer in `vlavit convert`
         "convert": ["sentencepiece>=0.2"],
+        # `--engine ray` of datasets/prepare_*.py: data preparation on a Ray cluster
+        "distributed": ["ray[data]>=2.40", "datasets>=3.0"],
         "test": [
             "pytest>=8",
             "sentencepiece>=0.2",

@@ -22,7 +22,8 @@ Output (``--out DIR``, ``datasets.load_from_disk(DIR)``), one row per conversati
 
 LLaVA's convention is kept: a row with media but no placeholder gets one ``<image>\\n`` / ``<video>\\n`` per
 item prepended to its first user turn. Sharding, resuming and throughput reporting work as in
-``prepare_video_text.py`` (``--num-shards``, rerun the same command to resume).
+``prepare_video_text.py`` (``--num-shards``, rerun the same command to resume), and so does ``--engine ray``
+(one Ray task per conversation, Parquet shards in ``--out``).
 
 Example::
 
@@ -54,6 +55,7 @@ from prepare_video_text import (
     decomposition_options,
     finalize,
     run_sharded_map,
+    run_with_ray,
 )
 
 from transformers_vlavit.tokenizer_training import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             "num_shards": args.num_shards,
             "format": args.format,
             "media_root": str(media_root),
+            "engine": args.engine,
             **asdict(options),
         }
         check_plan(out_dir, plan, args.overwrite)
@@ -277,6 +280,16 @@ def main(argv: list[str] | None = None) -> int:
         extensions=tuple(extension.strip(". ") for extension in args.video_extensions.split(",")),
         options=options,
     )
+    if args.engine == "ray":
+        return run_with_ray(
+            args,
+            rows,
+            process,
+            output_features(options),
+            out_dir,
+            remove_columns=["row", "index"],
+            unit="conversations",
+        )
     dataset = run_sharded_map(
         rows,
         process,

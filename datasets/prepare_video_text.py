@@ -23,15 +23,22 @@ Output (``--out DIR``, read it back with ``datasets.load_from_disk(DIR)``), one 
     error            string   None when the row succeeded; otherwise the error, and the row has no clips
     + every other column of the input (e.g. WebVid's ``videoid`` and ``duration``)
 
-Scaling out: the input rows are cut into ``--num-shards`` contiguous shards processed one after the other,
-each with ``Dataset.map(num_proc=N)``; a finished shard is saved under ``DIR/shards`` and skipped when the
-command is run again (an interrupted shard also reuses the map cache files its finished workers wrote), so
-an interrupted run resumes where it stopped. To spread the work over machines, give each machine its own
-slice of the input file (and its own ``--out``) and join the results with ``datasets.concatenate_datasets``.
+Engines (``--engine``):
+    datasets (default): the input rows are cut into ``--num-shards`` contiguous shards processed one after the
+        other, each with ``Dataset.map(num_proc=N)``; a finished shard is saved under ``DIR/shards`` and skipped
+        when the command is run again (an interrupted shard also reuses the map cache files its finished workers
+        wrote), so an interrupted run resumes where it stopped. The result is one ``load_from_disk`` folder.
+    ray: the same rows on a Ray cluster (``--ray-address``, see ``ray_engine.py``): one CPU task per video,
+        motion token ids in ``--token-actors`` actors, one Parquet file per finished shard in ``DIR``
+        (``datasets.load_dataset("parquet", data_dir=DIR)``; the training scripts read the folder as it is);
+        a rerun skips the shards already written. Needs ``pip install -e ".[distributed]"``.
+    Without Ray, machines can still share the work by hand: give each machine its own slice of the input file
+    (and its own ``--out``) and join the results with ``datasets.concatenate_datasets``.
 
 Example::
 
     python datasets/prepare_video_text.py --input videos.csv --out data/video_text --num-proc 8
+    python datasets/prepare_video_text.py --input videos.csv --out data/video_text --engine ray --ray-address auto
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ from transformers_vlavit.video_decomposition import (
 
 PATH_COLUMNS = ("video", "video_path", "path", "file")
 CAPTION_COLUMNS = ("caption", "text", "name")
+ENGINES = ("datasets", "ray")
 SHARDS_FOLDER = "shards"
 PLAN_FILE = "plan.json"
 # written by ``Dataset.save_to_disk``: its presence in ``--out`` marks a finished preparation
@@ -240,6 +248,33 @@ def motion_token_features(num_tokens: int, codebook_size: int) -> dict:
     return {"motion_token_ids": Array2D(shape=(None, num_tokens), dtype=motion_token_dtype(codebook_size))}
 
 
+def encode_motion_clips(tokenizer, motions: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """Motion token ids of every clip of a batch of rows, ``batch_size`` clips per forward.
+
+    Args:
+        tokenizer: a ``VideoLaVITMotionTokenizer``.
+        motions: one ``[clips, 2, T, H, W]`` float32 array per row (``clips`` may be 0).
+        batch_size: clips per tokenizer forward.
+
+    Returns:
+        One ``[clips, num_tokens]`` array of 0-based codes per row (int16, or int32 for large codebooks).
+    """
+    parameter = next(tokenizer.parameters())
+    dtype = motion_token_dtype(tokenizer.config.codebook_size)
+    counts = [len(motion) for motion in motions]
+    ids = np.zeros((0, tokenizer.config.num_tokens), dtype=dtype)
+    if sum(counts):
+        stacked = torch.from_numpy(np.concatenate([motion for motion in motions if len(motion)]))
+        with torch.inference_mode():
+            chunks = [
+                tokenizer.encode(chunk.to(device=parameter.device, dtype=parameter.dtype)).cpu()
+                for chunk in stacked.split(batch_size)
+            ]
+        ids = torch.cat(chunks).numpy().astype(dtype)
+    offsets = np.cumsum([0, *counts])
+    return [ids[start:end] for start, end in zip(offsets[:-1], offsets[1:])]
+
+
 def add_motion_tokens(shard: Dataset, work: Path, *, tokenizer, batch_size: int) -> Dataset:
     """Encode every clip's motion grid with a motion tokenizer: adds ``motion_token_ids`` [clips, num_tokens].
 
@@ -247,24 +282,11 @@ def add_motion_tokens(shard: Dataset, work: Path, *, tokenizer, batch_size: int)
     shard's cache files.
     """
     cache_file = work / "tokens.arrow"
-    parameter = next(tokenizer.parameters())
     num_tokens = tokenizer.config.num_tokens
-    dtype = motion_token_dtype(tokenizer.config.codebook_size)
 
     def encode(batch: dict) -> dict:
         clips = [np.asarray(motion, dtype=np.float32) for motion in batch["motion_vectors"]]
-        counts = [len(motion) for motion in clips]
-        ids = np.zeros((0, num_tokens), dtype=dtype)
-        if sum(counts):
-            stacked = torch.from_numpy(np.concatenate([motion for motion in clips if len(motion)]))
-            with torch.inference_mode():
-                chunks = [
-                    tokenizer.encode(chunk.to(device=parameter.device, dtype=parameter.dtype)).cpu()
-                    for chunk in stacked.split(batch_size)
-                ]
-            ids = torch.cat(chunks).numpy().astype(dtype)
-        offsets = np.cumsum([0, *counts])
-        return {"motion_token_ids": [ids[start:end] for start, end in zip(offsets[:-1], offsets[1:])]}
+        return {"motion_token_ids": encode_motion_clips(tokenizer, clips, batch_size)}
 
     features = Features({**shard.features, **motion_token_features(num_tokens, tokenizer.config.codebook_size)})
     # NumPy format: a clip grid arrives as one array instead of 34,560 nested Python floats
@@ -289,7 +311,7 @@ def already_prepared(out_dir: Path, overwrite: bool) -> bool:
 
 def check_plan(out_dir: Path, plan: dict, overwrite: bool) -> None:
     """Record the run's plan in ``out_dir`` or, when resuming, refuse to continue under a different plan."""
-    plan_path = out_dir / SHARDS_FOLDER / PLAN_FILE
+    plan_path = plan_file(out_dir, plan.get("engine", "datasets"))
     if overwrite and out_dir.exists():
         shutil.rmtree(out_dir)
     if plan_path.is_file():
@@ -303,6 +325,12 @@ def check_plan(out_dir: Path, plan: dict, overwrite: bool) -> None:
         return
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(json.dumps(plan, indent=2))
+
+
+def plan_file(out_dir: Path, engine: str) -> Path:
+    """Where the plan of a run goes: beside the shards (``datasets``), or a hidden file next to the Parquet
+    shards (``ray``), which ``load_dataset("parquet", data_dir=...)`` then does not take for data."""
+    return out_dir / SHARDS_FOLDER / PLAN_FILE if engine == "datasets" else out_dir / f".{PLAN_FILE}"
 
 
 def run_sharded_map(
@@ -402,13 +430,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--motion-tokenizer", help="saved VideoLaVITMotionTokenizer: also store motion_token_ids")
     parser.add_argument("--device", default="cpu", help="device of the motion tokenizer")
     parser.add_argument("--token-batch-size", type=int, default=16, help="clips per motion tokenizer batch")
+    parser.add_argument("--token-actors", type=int, default=1, help="--engine ray: motion tokenizer actors")
     add_preparation_arguments(parser)
     return parser
 
 
 def add_preparation_arguments(parser: argparse.ArgumentParser) -> None:
     """Options both preparation scripts share: output, sharding, decomposition and storage settings."""
-    parser.add_argument("--out", required=True, help="output folder (datasets.load_from_disk format)")
+    parser.add_argument("--out", required=True, help="output folder (load_from_disk; Parquet shards with --engine ray)")
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="datasets", help="datasets: Dataset.map here; ray: a Ray cluster"
+    )
+    parser.add_argument(
+        "--ray-address", help="--engine ray: address of a running cluster (e.g. auto); default: start a local one"
+    )
     parser.add_argument("--num-proc", type=int, default=1, help="worker processes of Dataset.map")
     parser.add_argument("--num-shards", type=int, default=1, help="input shards, each saved when done (resume unit)")
     parser.add_argument("--max-clips", type=int, default=DEFAULT_MAX_CLIPS, help="most clips kept per video")
@@ -430,6 +465,52 @@ def decomposition_options(args: argparse.Namespace, **settings) -> Decomposition
     )
 
 
+def run_with_ray(
+    args: argparse.Namespace,
+    rows: Dataset,
+    process_row,
+    features: Features,
+    out_dir: Path,
+    *,
+    remove_columns: list[str] | None = None,
+    load_tokenizer=None,
+    unit: str = "videos",
+) -> int:
+    """``--engine ray``: map ``process_row`` on the Ray cluster, write Parquet shards to ``out_dir``; the exit code.
+
+    ``load_tokenizer`` (``() -> motion tokenizer``) adds the ``motion_token_ids`` column in tokenizer actors.
+    """
+    from ray_engine import RayEngineError, run_ray_pipeline
+
+    try:
+        dataset = run_ray_pipeline(
+            rows,
+            process_row,
+            features,
+            out_dir,
+            num_shards=args.num_shards,
+            ray_address=args.ray_address,
+            remove_columns=remove_columns,
+            load_tokenizer=load_tokenizer,
+            encode_clips=encode_motion_clips,
+            device=getattr(args, "device", "cpu"),
+            token_batch_size=getattr(args, "token_batch_size", 16),
+            token_actors=getattr(args, "token_actors", 1),
+            unit=unit,
+        )
+    except RayEngineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report_saved(dataset, out_dir)
+    return 0
+
+
+def report_saved(dataset: Dataset, out_dir: Path) -> None:
+    """Say how many rows (and failures) ``out_dir`` holds."""
+    failures = sum(error is not None for error in dataset["error"])
+    print(f"saved {len(dataset)} rows ({failures} failed) to {out_dir}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the preparation; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -445,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             "num_shards": args.num_shards,
             "layout": args.layout,
             "motion_tokenizer": args.motion_tokenizer,
+            "engine": args.engine,
             **asdict(options),
         }
         check_plan(out_dir, plan, args.overwrite)
@@ -452,6 +534,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     features = Features({**rows.features, **clip_features(options)})
+    if args.engine == "ray":
+        load_tokenizer = None
+        if args.motion_tokenizer:
+            from transformers_vlavit import VideoLaVITMotionTokenizerConfig
+
+            config = VideoLaVITMotionTokenizerConfig.from_pretrained(args.motion_tokenizer)
+            features = Features({**features, **motion_token_features(config.num_tokens, config.codebook_size)})
+            load_tokenizer = partial(load_motion_tokenizer, args.motion_tokenizer, args.device)
+        return run_with_ray(
+            args, rows, partial(decompose_row, options=options), features, out_dir, load_tokenizer=load_tokenizer
+        )
     finish_shard = None
     if args.motion_tokenizer:
         tokenizer = load_motion_tokenizer(args.motion_tokenizer, args.device)

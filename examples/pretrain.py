@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from datasets import Dataset, load_dataset, load_from_disk
+from datasets import Dataset, load_dataset
 from torch.utils.data import ConcatDataset
 from transformers import (
     AutoTokenizer,
@@ -61,6 +61,7 @@ from transformers_vlavit import (
     synthetic_english_corpus,
 )
 from transformers_vlavit.data_collator import VideoLaVITPretrainingCollator
+from transformers_vlavit.prepared_data import load_prepared_dataset
 from transformers_vlavit.synthetic_video import write_training_sample_video
 from transformers_vlavit.tokenizer_training import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, layout_tokens
 
@@ -184,9 +185,9 @@ def load_model_and_processor(args: PretrainingArguments) -> tuple[VideoLaVITForC
 
 
 def load_table(path: str) -> Dataset:
-    """A dataset from a `save_to_disk` folder or a CSV / JSON(L) / TXT file."""
+    """A dataset from a prepared folder (`save_to_disk` or Parquet shards) or a CSV / JSON(L) / TXT file."""
     if Path(path).is_dir():
-        return load_from_disk(path)
+        return load_prepared_dataset(path)
     suffix = Path(path).suffix.lower()
     builders = {".csv": "csv", ".json": "json", ".jsonl": "json", ".txt": "text"}
     if suffix not in builders:

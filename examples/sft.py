@@ -39,13 +39,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
+from datasets import Dataset, concatenate_datasets, load_dataset
 from peft import LoraConfig, PeftModel
 from transformers import HfArgumentParser, Trainer, set_seed
 from trl import SFTConfig, SFTTrainer
 
 from transformers_vlavit import VideoLaVITForCausalLM, VideoLaVITProcessor
 from transformers_vlavit.data_collator import VideoLaVITSFTCollator
+from transformers_vlavit.prepared_data import load_prepared_dataset
 from transformers_vlavit.synthetic_video import write_training_sample_video
 
 # the decoder layers' linear projections of the language model; the tokenizers' modules never match
@@ -154,7 +155,7 @@ def load_conversations(args: SFTScriptArguments, output_dir: str, seed: int) -> 
     if args.train_data:
         path = Path(args.train_data)
         parts.append(
-            load_from_disk(str(path))
+            load_prepared_dataset(path)
             if path.is_dir()
             else load_dataset("json", data_files=str(path), split="train")
         )

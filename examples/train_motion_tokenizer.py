@@ -41,12 +41,13 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.logging import get_logger
 from accelerate.tracking import GeneralTracker, on_main_process
 from accelerate.utils import DistributedType, set_seed
-from datasets import Array4D, Dataset, Features, load_from_disk
+from datasets import Array4D, Dataset, Features
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from transformers_vlavit.configuration_motion_tokenizer import VideoLaVITMotionTokenizerConfig
 from transformers_vlavit.modeling_motion_tokenizer import VideoLaVITMotionTokenizer
+from transformers_vlavit.prepared_data import load_prepared_dataset
 
 logger = get_logger(__name__)
 
@@ -111,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options of the training script."""
     parser = argparse.ArgumentParser(description="Train the Video-LaVIT motion tokenizer with accelerate.")
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", help="folder written by datasets/prepare_video_text.py (load_from_disk)")
+    data.add_argument("--dataset", help="folder written by datasets/prepare_video_text.py (either engine)")
     data.add_argument("--synthetic", action="store_true", help="train on random smooth motion fields instead")
     data.add_argument("--synthetic-samples", type=int, default=64, help="clips in the synthetic data set")
     data.add_argument("--dataloader-num-workers", type=int, default=0)
@@ -185,7 +186,7 @@ def synthetic_motion(config: VideoLaVITMotionTokenizerConfig, num_samples: int, 
 
 def prepared_motion_clips(path: str, config: VideoLaVITMotionTokenizerConfig) -> Dataset:
     """Every clip of every successful row of a prepared dataset, as rows of ``motion_vectors [2, T, H, W]``."""
-    videos = load_from_disk(path)
+    videos = load_prepared_dataset(path)
     if "motion_vectors" not in videos.column_names:
         raise TrainingSetupError(f"{path} has no motion_vectors column; prepare it with datasets/prepare_video_text.py")
     stored = tuple(videos.features["motion_vectors"].shape[1:])

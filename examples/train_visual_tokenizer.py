@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate.utils import set_seed
-from datasets import load_from_disk
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -59,6 +58,7 @@ from transformers_vlavit import (
     VideoLaVITVisualTokenizer,
     VideoLaVITVisualTokenizerConfig,
 )
+from transformers_vlavit.prepared_data import load_prepared_dataset
 from transformers_vlavit.video_decomposition import DEFAULT_FPS
 from transformers_vlavit.visual_tokenizer_training import (
     FeatureDecoderConfig,
@@ -161,7 +161,7 @@ def training_images(args: argparse.Namespace) -> list[Image.Image]:
         images += [frames[index].convert("RGB") for index in chosen]
     images += [Image.open(path).convert("RGB") for path in _files(args.images, IMAGE_SUFFIXES)]
     if args.dataset:
-        dataset = load_from_disk(args.dataset)
+        dataset = load_prepared_dataset(args.dataset)
         images += [keyframe.convert("RGB") for row in dataset["keyframes"] for keyframe in (row or [])]
     if not images:
         raise VisualTokenizerTrainingError("the data holds no images")

@@ -9,20 +9,24 @@ to MPEG-4 Part 2 at 6 fps and reads the vectors with mvextractor; here PyAV does
    B-frames). Encoding runs in a second thread, overlapping decoding.
 2. decode that MPEG-4 stream with ``flags2=+export_mvs``; every frame's vectors are reduced at
    once to its 16 x 16 block grid (a scatter-max, equal to the original's full-resolution map
-   followed by 16 x 16 max-pooling), so memory stays small however long the video is.
-3. pick the clips (every second GOP, at most ``max_clips``), interpolate each clip's middle
-   I-frame, resize to 20 x 36 and decode only the chosen keyframes.
+   followed by 16 x 16 max-pooling). The grids and the I-frame packets go to spooled temporary
+   files (in memory up to a few MB, then on disk), so memory stays bounded however long the video is.
+3. pick the clips (every second GOP, at most ``max_clips``), read back only their grids,
+   interpolate each clip's middle I-frame, resize to 20 x 36 and decode only the chosen keyframes.
 
 The module holds no model code; :class:`VideoLaVITImageProcessor` turns the keyframes into pixel values.
 """
 
 from __future__ import annotations
 
+import array
+import bisect
 import contextlib
 import io
 import math
 import os
 import queue
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,6 +64,9 @@ _NO_MOTION_THRESHOLD = -1000.0
 _MPEG4_MAX_SIDE = 8191
 # Frames handed from the decoding thread to the encoding thread, at most (bounds memory).
 _QUEUE_DEPTH = 8
+# Bytes of block grids / of I-frame packets kept in memory before they move to a temporary file:
+# short videos never touch the disk, long ones keep only offsets (8 bytes a frame) in memory.
+_SPOOL_MEMORY_BYTES = 16 * 1024 * 1024
 # Container formats FFmpeg opens although they hold no video (``tty`` renders text files).
 _NON_VIDEO_FORMATS = {"tty"}
 # Marks the end of the frames handed to the encoding thread.
@@ -274,12 +281,101 @@ def motion_std(scale: float = LLM_MOTION_SCALE) -> np.ndarray:
     return np.array([MOTION_STD], dtype=np.float64) / scale
 
 
+class _SpooledRecords:
+    """Append-only sequence of byte records (or ``None``) kept in a spooled temporary file.
+
+    Records stay in memory up to ``memory_bytes`` in all (default ``_SPOOL_MEMORY_BYTES``), then
+    everything moves to an unnamed temporary file (deleted on :meth:`close`); only each record's
+    offset and length stay in memory. This is
+    what bounds the memory of :func:`decompose_video` on long videos: the clips are only known once
+    the whole stream is decoded, so every frame's grid must be kept somewhere until then.
+    """
+
+    def __init__(self, memory_bytes: int | None = None):
+        # max_size 0 would mean "never roll over": at least one byte.
+        limit = _SPOOL_MEMORY_BYTES if memory_bytes is None else memory_bytes
+        self._file = tempfile.SpooledTemporaryFile(max_size=max(1, limit))
+        # Record i is bytes offsets[i] .. offsets[i] + lengths[i]; a negative length marks ``None``.
+        self._offsets = array.array("q")
+        self._lengths = array.array("q")
+        self._size = 0
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def append(self, record: bytes | None) -> None:
+        """Add one record at the end (``None`` is kept as such)."""
+        self._offsets.append(self._size)
+        if record is None:
+            self._lengths.append(-1)
+            return
+        self._lengths.append(len(record))
+        self._file.seek(self._size)
+        self._file.write(record)
+        self._size += len(record)
+
+    def __getitem__(self, index: int) -> bytes | None:
+        """Record ``index`` as written (``None`` where ``None`` was appended)."""
+        length = self._lengths[index]
+        if length < 0:
+            return None
+        self._file.seek(self._offsets[index])
+        record = self._file.read(length)
+        if len(record) != length:
+            raise OSError(f"temporary file of the decomposition lost data at record {index}")
+        return record
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether the records have moved from memory to the temporary file."""
+        return bool(self._file._rolled)
+
+    def close(self) -> None:
+        """Drop the records and delete the temporary file."""
+        self._file.close()
+
+
+class _BlockGrids:
+    """Every frame's ``[2, Hb, Wb]`` float32 block grid (or ``None``), spooled by :class:`_SpooledRecords`."""
+
+    def __init__(self, memory_bytes: int | None = None):
+        self._records = _SpooledRecords(memory_bytes)
+        # Shapes change only with the frame size (rare): the frame index of each change and its shape.
+        self._shape_changes = array.array("q")
+        self._shapes: list[tuple[int, ...]] = []
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def append(self, grid: np.ndarray | None) -> None:
+        """Add the next frame's grid ``[2, Hb, Wb]`` (``None``: the frame has no vectors)."""
+        if grid is not None:
+            shape = tuple(grid.shape)
+            if not self._shapes or self._shapes[-1] != shape:
+                self._shape_changes.append(len(self._records))
+                self._shapes.append(shape)
+            grid = np.ascontiguousarray(grid, dtype=np.float32).tobytes()
+        self._records.append(grid)
+
+    def __getitem__(self, index: int) -> np.ndarray | None:
+        """Grid ``[2, Hb, Wb]`` of frame ``index``, or ``None``."""
+        record = self._records[index]
+        if record is None:
+            return None
+        shape = self._shapes[bisect.bisect_right(self._shape_changes, index) - 1]
+        return np.frombuffer(record, dtype=np.float32).reshape(shape)
+
+    def close(self) -> None:
+        """Drop the grids and delete their temporary file."""
+        self._records.close()
+
+
 class _MotionAccumulator:
     """Collects the picture type and block grid (:func:`motion_vectors_to_blocks`) of every decoded frame."""
 
-    def __init__(self, std: np.ndarray | None = None):
+    def __init__(self, std: np.ndarray | None = None, memory_bytes: int | None = None):
         self.std = motion_std() if std is None else std
-        self.grids: list[np.ndarray | None] = []
+        self.grids = _BlockGrids(memory_bytes)
         self.types: list[str] = []
         self.frame_size: tuple[int, int] | None = None
         self.first_time: float | None = None
@@ -356,15 +452,22 @@ def select_clip_starts(
 
 
 def _clip_blocks(
-    grids: list[np.ndarray | None], starts: list[int], clip_frames: int, frame_size: tuple[int, int]
+    grids: _BlockGrids | list[np.ndarray | None],
+    starts: list[int],
+    clip_frames: int,
+    frame_size: tuple[int, int],
 ) -> torch.Tensor:
-    """Stack each clip's block grids into ``[clips, clip_frames, 2, Hb, Wb]``; missing frames are 0."""
+    """Stack each clip's block grids into ``[clips, clip_frames, 2, Hb, Wb]``; missing frames are 0.
+
+    Only the chosen clips' grids are read (from the temporary file when they were spilled).
+    """
     blocks_h, blocks_w = -(-frame_size[0] // MOTION_BLOCK_SIZE), -(-frame_size[1] // MOTION_BLOCK_SIZE)
     blocks = torch.zeros(len(starts), clip_frames, 2, blocks_h, blocks_w)
     for clip, start in enumerate(starts):
-        for offset, grid in enumerate(grids[start : start + clip_frames]):
+        for offset, index in enumerate(range(start, min(start + clip_frames, len(grids)))):
+            grid = grids[index]
             if grid is not None:
-                blocks[clip, offset] = torch.from_numpy(grid)
+                blocks[clip, offset] = torch.from_numpy(grid.copy())
     return blocks
 
 
@@ -438,8 +541,8 @@ class _MotionEncoder:
 
     Frames come in at 6 fps (YUV 4:2:0); the encoder's packets go straight to a decoder with
     ``flags2=+export_mvs`` (no container, no file), whose frames go to a :class:`_MotionAccumulator`.
-    I-frame packets are kept (they are small) so the chosen keyframes can be decoded at the end
-    without keeping any decoded picture.
+    I-frame packets are kept (spooled to a temporary file, as the grids are) so the chosen keyframes
+    can be decoded at the end without keeping any decoded picture.
     """
 
     def __init__(
@@ -458,7 +561,7 @@ class _MotionEncoder:
         self.decoder = av.CodecContext.create("mpeg4", "r")
         self.decoder.options = {"flags2": "+export_mvs"}
         self.decoder.thread_count = 1
-        self.intra_packets: list[bytes] = []
+        self.intra_packets = _SpooledRecords()
 
     def _open_encoder(self, frame: av.VideoFrame) -> av.CodecContext:
         encoder = av.CodecContext.create("mpeg4", "w")
@@ -611,7 +714,7 @@ def _drain(graph: av.filter.Graph) -> Iterator[av.VideoFrame]:
             return
 
 
-def _decode_intra_packets(packets: list[bytes], ordinals: list[int]) -> list[Image.Image]:
+def _decode_intra_packets(packets: _SpooledRecords | list[bytes], ordinals: list[int]) -> list[Image.Image]:
     """Decode the chosen I-frames (by I-frame ordinal) from the kept MPEG-4 I-frame packets.
 
     Every I-frame decodes on its own; the first packet also carries the stream headers, so it goes
@@ -719,60 +822,69 @@ def decompose_video(
             f"max_clips={DEFAULT_MAX_CLIPS}"
         )
     source = _as_source(video)
-    accumulator = _MotionAccumulator()
-    with source.open() as container:
-        stream = _video_stream(container, source.name)
+    # The grids and I-frame packets live in temporary files until the clips are chosen.
+    with contextlib.ExitStack() as spools:
+        accumulator = _MotionAccumulator()
+        spools.callback(accumulator.grids.close)
+        with source.open() as container:
+            stream = _video_stream(container, source.name)
+            if transcode:
+                with _binary_writer(mpeg4_file) as stream_copy:
+                    encoder = _MotionEncoder(
+                        fps, bit_rate, GOP_SIZE, encoder_threads, accumulator, stream_copy
+                    )
+                    spools.callback(encoder.intra_packets.close)
+                    frames = _resampled_frames(
+                        _source_frames(container, stream, source.name, decoder_threads),
+                        stream,
+                        fps,
+                        source.name,
+                    )
+                    if overlap:
+                        encoder.run_threaded(frames)
+                    else:
+                        for frame in frames:
+                            encoder.push(frame)
+                        encoder.push(None)
+            else:
+                if stream.codec_context.name != "mpeg4":
+                    logger.warning(
+                        "%s: transcode=False reads the motion vectors of its %s stream as they are; "
+                        "Video-LaVIT was trained on MPEG-4 Part 2 at %d fps (use transcode=True)",
+                        source.name,
+                        stream.codec_context.name,
+                        fps,
+                    )
+                stream.codec_context.options = {"flags2": "+export_mvs"}
+                for frame in _source_frames(container, stream, source.name, decoder_threads):
+                    accumulator.add(frame)
+            nominal_rate = float(stream.average_rate or stream.guessed_rate or fps)
+
+        frame_types = "".join(accumulator.types)
+        if not frame_types:
+            raise VideoDecodeError(f"{source.name}: no video frame could be decoded")
+        starts = select_clip_starts(frame_types, clip_frames=clip_frames, max_clips=max_clips)
+        if not starts:
+            raise VideoDecodeError(f"{source.name}: the stream has no I-frame to start a clip at")
+        intra_ordinal = np.cumsum(np.frombuffer(frame_types.encode("ascii"), dtype=np.uint8) == ord("I")) - 1
+        ordinals = [int(intra_ordinal[start]) for start in starts]
         if transcode:
-            with _binary_writer(mpeg4_file) as stream_copy:
-                encoder = _MotionEncoder(fps, bit_rate, GOP_SIZE, encoder_threads, accumulator, stream_copy)
-                frames = _resampled_frames(
-                    _source_frames(container, stream, source.name, decoder_threads), stream, fps, source.name
+            if len(encoder.intra_packets) != frame_types.count("I"):
+                raise VideoDecodeError(
+                    f"{source.name}: the MPEG-4 encoder's key packets do not match its I-frames"
                 )
-                if overlap:
-                    encoder.run_threaded(frames)
-                else:
-                    for frame in frames:
-                        encoder.push(frame)
-                    encoder.push(None)
+            keyframes = _decode_intra_packets(encoder.intra_packets, ordinals)
         else:
-            if stream.codec_context.name != "mpeg4":
-                logger.warning(
-                    "%s: transcode=False reads the motion vectors of its %s stream as they are; "
-                    "Video-LaVIT was trained on MPEG-4 Part 2 at %d fps (use transcode=True)",
-                    source.name,
-                    stream.codec_context.name,
-                    fps,
-                )
-            stream.codec_context.options = {"flags2": "+export_mvs"}
-            for frame in _source_frames(container, stream, source.name, decoder_threads):
-                accumulator.add(frame)
-        nominal_rate = float(stream.average_rate or stream.guessed_rate or fps)
+            keyframes = _decode_keyframes_again(source, ordinals)
 
-    frame_types = "".join(accumulator.types)
-    if not frame_types:
-        raise VideoDecodeError(f"{source.name}: no video frame could be decoded")
-    starts = select_clip_starts(frame_types, clip_frames=clip_frames, max_clips=max_clips)
-    if not starts:
-        raise VideoDecodeError(f"{source.name}: the stream has no I-frame to start a clip at")
-    intra_ordinal = np.cumsum(np.frombuffer(frame_types.encode("ascii"), dtype=np.uint8) == ord("I")) - 1
-    ordinals = [int(intra_ordinal[start]) for start in starts]
-    if transcode:
-        if len(encoder.intra_packets) != frame_types.count("I"):
-            raise VideoDecodeError(
-                f"{source.name}: the MPEG-4 encoder's key packets do not match its I-frames"
-            )
-        keyframes = _decode_intra_packets(encoder.intra_packets, ordinals)
-    else:
-        keyframes = _decode_keyframes_again(source, ordinals)
-
-    blocks = _clip_blocks(accumulator.grids, starts, clip_frames, accumulator.frame_size)
-    motion = motion_from_blocks(blocks)
-    return VideoDecomposition(
-        keyframes=keyframes,
-        motion_vectors=motion,
-        block_motion=blocks.transpose(1, 2) / LLM_MOTION_SCALE,
-        keyframe_indices=starts,
-        frame_types=frame_types,
-        fps=float(fps) if transcode else accumulator.fps(nominal_rate),
-        frame_size=accumulator.frame_size,
-    )
+        blocks = _clip_blocks(accumulator.grids, starts, clip_frames, accumulator.frame_size)
+        motion = motion_from_blocks(blocks)
+        return VideoDecomposition(
+            keyframes=keyframes,
+            motion_vectors=motion,
+            block_motion=blocks.transpose(1, 2) / LLM_MOTION_SCALE,
+            keyframe_indices=starts,
+            frame_types=frame_types,
+            fps=float(fps) if transcode else accumulator.fps(nominal_rate),
+            frame_size=accumulator.frame_size,
+        )

@@ -25,6 +25,7 @@ from transformers_vlavit.video_decomposition import (
     motion_vectors_to_blocks,
     select_clip_starts,
 )
+from transformers_vlavit import video_decomposition
 
 SMALL = {"width": 64, "height": 48}
 
@@ -327,6 +328,74 @@ def test_ten_minute_video(tmp_path):
     assert result.num_frames == 3600 and result.num_clips == 8
     assert result.keyframe_indices[0] == 12 and result.keyframe_indices[-1] > 3400
     assert result.motion_vectors.shape == (8, 2, 24, 20, 36)
+
+
+def test_spooled_records_round_trip_through_the_temporary_file():
+    rng = np.random.default_rng(0)
+    records = [None if index % 4 == 3 else rng.bytes(int(rng.integers(0, 300))) for index in range(40)]
+    for memory_bytes, on_disk in ((256, True), (1 << 20, False)):
+        spool = video_decomposition._SpooledRecords(memory_bytes)
+        for record in records:
+            spool.append(record)
+        assert spool.on_disk is on_disk
+        assert len(spool) == len(records)
+        # read back out of order, as clip selection does
+        for index in rng.permutation(len(records)):
+            assert spool[int(index)] == records[index]
+        spool.close()
+
+
+def _clip_blocks_reference(grids, starts, clip_frames, frame_size):
+    """The clips built straight from an in-memory list of grids (the code before spooling)."""
+    blocks_h, blocks_w = -(-frame_size[0] // 16), -(-frame_size[1] // 16)
+    blocks = torch.zeros(len(starts), clip_frames, 2, blocks_h, blocks_w)
+    for clip, start in enumerate(starts):
+        for offset, grid in enumerate(grids[start : start + clip_frames]):
+            if grid is not None:
+                blocks[clip, offset] = torch.from_numpy(grid)
+    return blocks
+
+
+def test_spilled_block_grids_give_the_in_memory_clips():
+    rng = np.random.default_rng(1)
+    frame_size = (40, 70)  # 3 x 5 blocks
+    grids = [
+        None if index % 12 == 0 else rng.normal(size=(2, 3, 5)).astype(np.float32) for index in range(100)
+    ]
+    spilled = video_decomposition._BlockGrids(memory_bytes=64)
+    for grid in grids:
+        spilled.append(grid)
+    starts = [12, 36, 90]  # the last clip runs past the end: padded with zeros
+    expected = _clip_blocks_reference(grids, starts, 24, frame_size)
+    assert torch.equal(video_decomposition._clip_blocks(spilled, starts, 24, frame_size), expected)
+    assert expected[2, 10:].abs().sum() == 0 and expected[1, 1:].abs().sum() > 0
+    spilled.close()
+
+
+def test_spilling_to_disk_does_not_change_the_decomposition(video_13s, decomposed_13s, tmp_path, monkeypatch):
+    """Grids and I-frame packets forced through the temporary file give the in-memory results."""
+    spools = []
+    original_close = video_decomposition._SpooledRecords.close
+
+    def close(self):
+        spools.append(self.on_disk)
+        original_close(self)
+
+    monkeypatch.setattr(video_decomposition._SpooledRecords, "close", close)
+    monkeypatch.setattr(video_decomposition, "_SPOOL_MEMORY_BYTES", 1)
+    mpeg4 = tmp_path / "clip.m4v"
+    result = decompose_video(video_13s, mpeg4_file=mpeg4)
+    assert spools == [True, True]  # block grids and I-frame packets both went to disk
+    again = decompose_video(mpeg4, transcode=False)
+    for other in (result, again):
+        assert other.keyframe_indices == decomposed_13s.keyframe_indices
+        assert other.frame_types == decomposed_13s.frame_types
+        assert torch.equal(other.motion_vectors, decomposed_13s.motion_vectors)
+        assert torch.equal(other.block_motion, decomposed_13s.block_motion)
+        assert all(
+            np.array_equal(np.asarray(a), np.asarray(b))
+            for a, b in zip(other.keyframes, decomposed_13s.keyframes)
+        )
 
 
 def test_decoded_pictures_are_freed_without_garbage_collection(video_13s):
