@@ -287,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
             process,
             output_features(options),
             out_dir,
-            remove_columns=["row", "index"],
             unit="conversations",
         )
     dataset = run_sharded_map(

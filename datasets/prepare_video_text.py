@@ -472,13 +472,13 @@ def run_with_ray(
     features: Features,
     out_dir: Path,
     *,
-    remove_columns: list[str] | None = None,
     load_tokenizer=None,
     unit: str = "videos",
 ) -> int:
     """``--engine ray``: map ``process_row`` on the Ray cluster, write Parquet shards to ``out_dir``; the exit code.
 
-    ``load_tokenizer`` (``() -> motion tokenizer``) adds the ``motion_token_ids`` column in tokenizer actors.
+    The output columns are those of ``features``; ``load_tokenizer`` (``() -> motion tokenizer``) adds the
+    ``motion_token_ids`` column in tokenizer actors.
     """
     from ray_engine import RayEngineError, run_ray_pipeline
 
@@ -490,7 +490,6 @@ def run_with_ray(
             out_dir,
             num_shards=args.num_shards,
             ray_address=args.ray_address,
-            remove_columns=remove_columns,
             load_tokenizer=load_tokenizer,
             encode_clips=encode_motion_clips,
             device=getattr(args, "device", "cpu"),

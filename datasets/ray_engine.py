@@ -90,17 +90,17 @@ def ship_scripts_by_value(ray) -> None:
 class RowTask:
     """Ray Data ``map`` function: run the script's row function and pickle the output row.
 
-    The output row is the input row without ``remove_columns`` plus what the row function returns, as
-    ``Dataset.map`` builds it; images are encoded by ``features`` here, on the worker.
+    The output row is the input row updated with what the row function returns, as ``Dataset.map``
+    builds it, then encoded by ``features`` here, on the worker (images to PNG/JPEG bytes). Encoding keeps
+    only the columns of ``features``, which is how input-only columns are left out.
     """
 
-    def __init__(self, process_row: Callable[[dict], dict], features: Features, remove_columns: list[str]):
-        self.process_row, self.features, self.remove_columns = process_row, features, set(remove_columns)
+    def __init__(self, process_row: Callable[[dict], dict], features: Features):
+        self.process_row, self.features = process_row, features
 
     def __call__(self, item: dict) -> dict:
         row = pickle.loads(item[_PAYLOAD])
-        output = {key: value for key, value in row.items() if key not in self.remove_columns}
-        output.update(self.process_row(row))
+        output = {**row, **self.process_row(row)}
         return {
             _PAYLOAD: pickle.dumps(self.features.encode_example(output)),
             _SHARD: item[_SHARD],
@@ -147,7 +147,6 @@ def run_ray_pipeline(
     *,
     num_shards: int,
     ray_address: str | None,
-    remove_columns: list[str] | None = None,
     load_tokenizer: Callable | None = None,
     encode_clips: Callable | None = None,
     device: str = "cpu",
@@ -161,11 +160,11 @@ def run_ray_pipeline(
     Args:
         rows: the resolved input rows (the scripts' ``datasets`` rows).
         process_row: the scripts' row function (input row -> new columns); it never raises.
-        features: features of the output rows (``motion_token_ids`` included when a tokenizer is given).
+        features: features of the output rows, which are their columns (``motion_token_ids`` included
+            when a tokenizer is given).
         out_dir: output folder of the Parquet shards.
         num_shards: shards (resume unit; one Parquet file each).
         ray_address: address of a running cluster (``auto``, ``ray://host:10001``...), ``None`` for a local one.
-        remove_columns: input columns left out of the output rows.
         load_tokenizer: ``() -> motion tokenizer``, run once in each tokenizer actor; ``None``: no
             ``motion_token_ids`` column.
         encode_clips: ``(tokenizer, motions, batch_size) -> ids`` of the script (``motions``: one
@@ -195,7 +194,7 @@ def run_ray_pipeline(
         # One row per block: each video is its own task, spread over the cluster.
         row_features = features if load_tokenizer is None else _without_tokens(features)
         pipeline = ray.data.from_items(items, override_num_blocks=len(items)).map(
-            RowTask(process_row, row_features, remove_columns or []), num_cpus=1, memory=DECOMPOSITION_MEMORY_BYTES
+            RowTask(process_row, row_features), num_cpus=1, memory=DECOMPOSITION_MEMORY_BYTES
         )
         if load_tokenizer is not None:
             pipeline = pipeline.map_batches(
