@@ -78,11 +78,12 @@ from transformers_vlavit.video_decomposition import (
 
 PATH_COLUMNS = ("video", "video_path", "path", "file")
 CAPTION_COLUMNS = ("caption", "text", "name")
-ENGINES = ("datasets", "ray")
 SHARDS_FOLDER = "shards"
 PLAN_FILE = "plan.json"
 # written by ``Dataset.save_to_disk``: its presence in ``--out`` marks a finished preparation
 DATASET_STATE_FILE = "state.json"
+# --engine: Dataset.map on this machine, or Ray Data on a cluster (ray_engine.py)
+ENGINES = ("datasets", "ray")
 
 
 class PreparationError(RuntimeError):

@@ -35,6 +35,9 @@ PARQUET_PATTERN = "shard-{index:05d}-of-{count:05d}.parquet"
 # tokenizer actors: Ray Data fuses consecutive stages only when they ask for the same resources, and a
 # fused stage would decompose every video inside the few tokenizer actors.
 DECOMPOSITION_MEMORY_BYTES = 1 << 30
+# Input blocks per cluster CPU: enough to keep every core busy while the slow videos finish, few
+# enough for Ray's scheduler on millions of rows.
+_BLOCKS_PER_CPU = 16
 # Internal columns of the pipeline: the pickled row and where it goes.
 _PAYLOAD, _SHARD, _POSITION = "payload", "shard", "position"
 
@@ -183,17 +186,19 @@ def run_ray_pipeline(
     if pending:
         ray = connect(ray_address, local_cpus)
         started = time.perf_counter()
-        items = []
+        items, sizes = [], {}
         for index in pending:
             shard = rows.shard(num_shards, index, contiguous=True)
+            sizes[index] = len(shard)
             items += [
                 {_PAYLOAD: pickle.dumps(row), _SHARD: index, _POSITION: position}
                 for position, row in enumerate(shard)
             ]
-        sizes = {index: sum(item[_SHARD] == index for item in items) for index in pending}
-        # One row per block: each video is its own task, spread over the cluster.
+        # Small blocks (one row each on small inputs), so that the videos spread over the cluster.
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        blocks = max(1, min(len(items), cpus * _BLOCKS_PER_CPU))
         row_features = features if load_tokenizer is None else _without_tokens(features)
-        pipeline = ray.data.from_items(items, override_num_blocks=len(items)).map(
+        pipeline = ray.data.from_items(items, override_num_blocks=blocks).map(
             RowTask(process_row, row_features), num_cpus=1, memory=DECOMPOSITION_MEMORY_BYTES
         )
         if load_tokenizer is not None:
