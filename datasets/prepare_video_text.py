@@ -47,6 +47,7 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
+import multiprocess
 import numpy as np
 import torch
 from datasets import (
@@ -167,6 +168,26 @@ def decompose_path(path: str, options: DecompositionOptions) -> dict:
 def decompose_row(row: dict, options: DecompositionOptions) -> dict:
     """``Dataset.map`` function: decompose the row's ``video`` path."""
     return decompose_path(row["video"], options)
+
+
+class ForkedWorkerFunction:
+    """Wrap a ``Dataset.map`` function so that, in a forked worker process, torch runs on one thread.
+
+    ``Dataset.map(num_proc=N)`` forks its workers. Once the main process has run torch on several threads (the
+    motion tokenizer after the first shard), the forked child inherits an OpenMP thread pool whose threads do not
+    exist in it, and its first parallel torch operation (``F.interpolate`` inside ``decompose_video``) waits for
+    them forever. With one thread torch never enters an OpenMP parallel region (as PyTorch's own ``DataLoader``
+    workers do); the N workers already keep the cores busy. In the main process (``num_proc=1``) nothing changes.
+    """
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, row: dict) -> dict:
+        """Run the wrapped function on one row, first pinning torch to one thread when in a worker process."""
+        if multiprocess.parent_process() is not None and torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
+        return self.function(row)
 
 
 def pick_column(columns: list[str], requested: str | None, candidates: tuple[str, ...], what: str) -> str:
@@ -341,7 +362,7 @@ def run_sharded_map(
         shard_rows = rows.shard(num_shards, index, contiguous=True)
         shard_start = time.perf_counter()
         shard = shard_rows.map(
-            process_row,
+            ForkedWorkerFunction(process_row),
             num_proc=num_proc if num_proc > 1 else None,
             features=features,
             remove_columns=remove_columns,

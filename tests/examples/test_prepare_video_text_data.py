@@ -60,10 +60,27 @@ def prepare_command(video_folder, out_dir, motion_tokenizer_dir, *extra):
 
 @pytest.fixture(scope="module")
 def prepared(video_folder, motion_tokenizer_dir, tmp_path_factory, scripts):
-    """The preparation run once for the module: ``(output folder, completed process)``."""
+    """The preparation run once for the module: ``(output folder, completed process)``.
+
+    Torch runs on two threads here (the other tests use one): the motion tokenizer then starts an OpenMP pool in
+    the main process before the second shard's workers are forked, which is what hung the README's WebVid command.
+    """
     work = tmp_path_factory.mktemp("prepared")
-    result = scripts.run(prepare_command(video_folder, work / "out", motion_tokenizer_dir, "--keep-shards"), work / "cache")
+    result = scripts.run(
+        prepare_command(video_folder, work / "out", motion_tokenizer_dir, "--keep-shards"),
+        work / "cache",
+        timeout=180,
+        env={"OMP_NUM_THREADS": "2"},
+    )
     return work / "out", result
+
+
+def test_prepare_data_two_shards_two_workers_with_threaded_torch_finish(prepared):
+    out_dir, result = prepared
+    for name in ("shard-00000-of-00002", "shard-00001-of-00002"):
+        assert f"[{name}] 2 rows" in result.stdout
+        shard = load_from_disk(str(out_dir / "shards" / name))
+        assert "motion_token_ids" in shard.column_names
 
 
 def test_prepare_data_keeps_errors_in_a_column(prepared, video_folder):
