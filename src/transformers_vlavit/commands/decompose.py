@@ -13,8 +13,6 @@ import math
 import time
 from pathlib import Path
 
-from transformers.utils import logging
-
 # the package's __init__ has imported this module already: no extra start-up cost for the CLI
 from ..video_decomposition import (
     DEFAULT_CLIP_FRAMES,
@@ -23,8 +21,7 @@ from ..video_decomposition import (
     VideoDecodeError,
     decompose_video,
 )
-
-logger = logging.get_logger(__name__)
+from .inputs import CommandInputError, check_output_folder
 
 # Preview layout: frames per row, and the width each frame is drawn at.
 PREVIEW_COLUMNS = 6
@@ -156,12 +153,12 @@ def _motion_grid(frames, keyframe_size: tuple[int, int]):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``vlavit decompose``; returns the exit code (2 when the input is not a usable video)."""
+    """Run ``vlavit decompose``; a video or ``--out`` it cannot use raises ``CommandInputError`` (exit code 2)."""
+    check_output_folder(args.out)
     try:
         summary = decompose_to_folder(args.video, args.out, args)
     except VideoDecodeError as error:
-        logger.error("%s", error)
-        return 2
+        raise CommandInputError(str(error)) from error
     print_summary(summary, args.out)
     return 0
 
