@@ -72,6 +72,8 @@ from transformers_vlavit.video_decomposition import (
 
 PATH_COLUMNS = ("video", "video_path", "path", "file")
 CAPTION_COLUMNS = ("caption", "text", "name")
+# WebVid's identifier columns (read as text) and its caption; contentUrl only gives the file extension
+WEBVID_COLUMNS = ("videoid", "page_dir", "contentUrl", "name")
 SHARDS_FOLDER = "shards"
 PLAN_FILE = "plan.json"
 # written by ``Dataset.save_to_disk``: its presence in ``--out`` marks a finished preparation
@@ -204,11 +206,20 @@ def pick_column(columns: list[str], requested: str | None, candidates: tuple[str
     )
 
 
-def load_table(path: Path) -> Dataset:
-    """Load a CSV, JSON array or JSON Lines file as a `datasets.Dataset` (all columns kept)."""
+def load_table(path: Path, string_columns: tuple[str, ...] = ()) -> Dataset:
+    """Load a CSV, JSON array or JSON Lines file as a `datasets.Dataset` (all columns kept).
+
+    CSV/TSV columns named in ``string_columns`` (those present) are read as text: paths, captions and
+    identifiers such as WebVid's ``page_dir`` ``001`` must not turn into the number 1. JSON keeps its own types.
+    """
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        return Dataset.from_csv(str(path), sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
+        return Dataset.from_csv(
+            str(path),
+            sep="\t" if suffix == ".tsv" else ",",
+            keep_default_na=False,
+            converters={name: str for name in string_columns},
+        )
     if suffix in (".jsonl", ".json"):
         return Dataset.from_json(str(path))
     raise PreparationError(f"unsupported input {path}: use a .csv, .tsv, .json or .jsonl file")
@@ -225,11 +236,12 @@ def resolve_inputs(args: argparse.Namespace) -> Dataset:
     input_path = Path(args.input).resolve()
     if not input_path.is_file():
         raise PreparationError(f"input file {input_path} does not exist")
-    table = load_table(input_path)
+    named = tuple(name for name in (args.video_column, args.caption_column) if name)
+    table = load_table(input_path, string_columns=(*WEBVID_COLUMNS, *PATH_COLUMNS, *CAPTION_COLUMNS, *named))
     video_root = str(Path(args.video_root).resolve() if args.video_root else input_path.parent)
     columns = list(table.column_names)
     if args.layout == "webvid":
-        missing = [name for name in ("videoid", "page_dir", "name") if name not in columns]
+        missing = [name for name in WEBVID_COLUMNS if name not in columns and name != "contentUrl"]
         if missing:
             raise PreparationError(f"--layout webvid needs the WebVid columns, {missing} missing from {columns}")
         return table.map(
@@ -303,7 +315,13 @@ def add_motion_tokens(shard: Dataset, work: Path, *, tokenizer, batch_size: int)
 def already_prepared(out_dir: Path, overwrite: bool) -> bool:
     """``True`` (and says so) when ``out_dir`` holds a finished preparation that ``--overwrite`` does not redo."""
     if (out_dir / DATASET_STATE_FILE).is_file() and not overwrite:
-        print(f"{out_dir} is already complete; pass --overwrite to prepare it again", flush=True)
+        errors = load_from_disk(str(out_dir))["error"]
+        failures = sum(error is not None for error in errors)
+        print(
+            f"{out_dir} is already complete ({len(errors)} rows, {failures} failed); "
+            "pass --overwrite to prepare it again",
+            flush=True,
+        )
         return True
     return False
 
@@ -404,6 +422,21 @@ def finalize(dataset: Dataset, out_dir: Path, keep_shards: bool) -> Dataset:
     return load_from_disk(str(out_dir))
 
 
+def report_failures(dataset: Dataset) -> int:
+    """Exit code of a finished preparation: 1 when every row failed (said on stderr, with the first error), else 0.
+
+    The failure count itself is printed by :func:`finalize` in every case.
+    """
+    errors = [error for error in dataset["error"] if error is not None]
+    if len(dataset) and len(errors) == len(dataset):
+        print(
+            f"error: all {len(dataset)} rows failed, nothing usable was prepared; first error: {errors[0]}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def load_motion_tokenizer(path: str, device: str):
     """Load a saved ``VideoLaVITMotionTokenizer`` for ``--motion-tokenizer`` (float32, eval mode)."""
     from transformers_vlavit import VideoLaVITMotionTokenizer
@@ -486,8 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         num_proc=args.num_proc,
         finish_shard=finish_shard,
     )
-    finalize(dataset, out_dir, args.keep_shards)
-    return 0
+    return report_failures(finalize(dataset, out_dir, args.keep_shards))
 
 
 if __name__ == "__main__":
