@@ -507,12 +507,16 @@ class VideoLaVITVisualTokenizer(PreTrainedModel):
         """
         return self.codebook(ids)
 
+    @torch.no_grad()
     def tokenize(
         self, pixel_values: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None
     ) -> list[torch.LongTensor]:
         """
         Discrete tokens of each image: `pixel_values [batch, 3, 224, 224]` -> `batch` LongTensors `[n_i]` of
         0-based code ids (add the config's visual-code offset to get language-model vocabulary ids).
+
+        Runs without autograd (ids carry no gradient; the ViT-g graph would hold every activation). Train
+        through `forward` or `encode_features`.
         """
         _, _, keep, merged = self._merge(pixel_values, sample, generator)
         kept = keep > 0.5

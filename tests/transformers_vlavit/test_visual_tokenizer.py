@@ -325,3 +325,15 @@ def test_wrong_image_size_is_reported():
         model.tokenize(torch.randn(1, 3, 64, 64))
     with pytest.raises(VisualTokenizerInputError, match=r"\[batch, 3, 56, 56\]"):
         model.encode_features(torch.randn(3, IMAGE_SIZE, IMAGE_SIZE))
+
+
+def test_tokenize_builds_no_autograd_graph():
+    model = tiny_model()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda tensor: saved.append(tensor) or tensor, lambda tensor: tensor):
+        ids = model.tokenize(images(2))
+    assert saved == [] and len(ids) == 2
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        output = model(images(2))
+    assert torch.equal(torch.cat(ids), output.token_ids)
