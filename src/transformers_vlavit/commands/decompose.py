@@ -106,6 +106,7 @@ def decompose_to_folder(video, out: Path, args: argparse.Namespace) -> dict:
     height, width = decomposition.frame_size
     summary = {
         "input": str(video),
+        "source": _source_stream(video),
         "settings": {
             "transcode": args.transcode,
             "fps": args.fps,
@@ -131,6 +132,24 @@ def decompose_to_folder(video, out: Path, args: argparse.Namespace) -> dict:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def _source_stream(video) -> dict:
+    """Frame rate, frame count and duration of the input's video stream (as stored, before any re-encoding).
+
+    The count is the container's, or duration x frame rate where the container does not record it.
+    """
+    import av
+
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        else:
+            duration = (container.duration or 0) / av.time_base
+        frames = stream.frames or round(duration * fps)
+    return {"fps": round(fps, 3), "num_frames": int(frames), "duration_s": round(duration, 3)}
 
 
 def _motion_grid(frames, keyframe_size: tuple[int, int]):
@@ -165,10 +184,12 @@ def run(args: argparse.Namespace) -> int:
 
 def print_summary(summary: dict, out: Path) -> None:
     """One readable paragraph about the result, on standard output (this is a CLI)."""
-    size = summary["frame_size"]
+    size, source = summary["frame_size"], summary["source"]
+    handling = "re-encoded to" if summary["settings"]["transcode"] else "read as"
     print(
-        f"{summary['input']}: {summary['num_frames']} frames at {summary['fps']:g} fps, "
-        f"{size['width']}x{size['height']}, frame types {summary['frame_types'][:SUMMARY_FRAME_TYPES]}"
+        f"{summary['input']}: {source['num_frames']} frames at {source['fps']:g} fps ({source['duration_s']:g} s), "
+        f"{size['width']}x{size['height']}; {handling} {summary['num_frames']} frames of MPEG-4 at "
+        f"{summary['fps']:g} fps, frame types {summary['frame_types'][:SUMMARY_FRAME_TYPES]}"
         f"{'...' if len(summary['frame_types']) > SUMMARY_FRAME_TYPES else ''}\n"
         f"{summary['clips']} clip(s) starting at frames {summary['keyframe_indices']}; "
         f"motion_vectors {summary['motion_vectors_shape']}, pixel_values {summary['pixel_values_shape']}\n"
