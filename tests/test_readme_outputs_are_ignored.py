@@ -15,7 +15,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_OPTION = re.compile(
     r"(?:--out|--output-dir|--output_dir|--merged_output_dir|--original|--model|tiny-checkpoint)[ =]([\w./-]+)"
 )
-PLACEHOLDERS = {"DIR", "path/to/motion_tokenizer"}
+PLACEHOLDERS = {"DIR", "RUN", "path/to/motion_tokenizer"}
 
 
 def readme_output_paths() -> list[str]:
