@@ -30,7 +30,7 @@ TINY := $(DEMO_OUT)/tiny-video-lavit
 # on a tiny random checkpoint (understanding, text-to-video, reconstruction through the tokenizers).
 demo: install
 	$(VLAVIT) demo --out $(DEMO_OUT)
-	$(VLAVIT) tiny-checkpoint $(TINY)
+	$(VLAVIT) tiny-checkpoint $(TINY) --overwrite
 	$(VLAVIT) ask --model $(TINY) $(DEMO_OUT)/sample.mp4 "What moves in this video?"
 	$(VLAVIT) generate --model $(TINY) "a red ball rolls across the floor" --out $(DEMO_OUT)/generated.mp4 --seed 0
 	$(VLAVIT) reconstruct --model $(TINY) $(DEMO_OUT)/sample.mp4 --out $(DEMO_OUT)/reconstructed.mp4 \

@@ -54,6 +54,7 @@ from prepare_video_text import (
     decompose_path,
     decomposition_options,
     finalize,
+    report_failures,
     run_sharded_map,
     run_with_ray,
 )
@@ -300,8 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         desc="preparing conversations",
         unit="conversations",
     )
-    finalize(dataset, out_dir, args.keep_shards)
-    return 0
+    return report_failures(finalize(dataset, out_dir, args.keep_shards))
 
 
 if __name__ == "__main__":

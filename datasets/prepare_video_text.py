@@ -54,6 +54,7 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
+import multiprocess
 import numpy as np
 import torch
 from datasets import (
@@ -78,6 +79,8 @@ from transformers_vlavit.video_decomposition import (
 
 PATH_COLUMNS = ("video", "video_path", "path", "file")
 CAPTION_COLUMNS = ("caption", "text", "name")
+# WebVid's identifier columns (read as text) and its caption; contentUrl only gives the file extension
+WEBVID_COLUMNS = ("videoid", "page_dir", "contentUrl", "name")
 SHARDS_FOLDER = "shards"
 PLAN_FILE = "plan.json"
 # written by ``Dataset.save_to_disk``: its presence in ``--out`` marks a finished preparation
@@ -178,6 +181,26 @@ def decompose_row(row: dict, options: DecompositionOptions) -> dict:
     return decompose_path(row["video"], options)
 
 
+class ForkedWorkerFunction:
+    """Wrap a ``Dataset.map`` function so that, in a forked worker process, torch runs on one thread.
+
+    ``Dataset.map(num_proc=N)`` forks its workers. Once the main process has run torch on several threads (the
+    motion tokenizer after the first shard), the forked child inherits an OpenMP thread pool whose threads do not
+    exist in it, and its first parallel torch operation (``F.interpolate`` inside ``decompose_video``) waits for
+    them forever. With one thread torch never enters an OpenMP parallel region (as PyTorch's own ``DataLoader``
+    workers do); the N workers already keep the cores busy. In the main process (``num_proc=1``) nothing changes.
+    """
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, row: dict) -> dict:
+        """Run the wrapped function on one row, first pinning torch to one thread when in a worker process."""
+        if multiprocess.parent_process() is not None and torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
+        return self.function(row)
+
+
 def pick_column(columns: list[str], requested: str | None, candidates: tuple[str, ...], what: str) -> str:
     """Return the requested column, or the first candidate present; raise with the columns found otherwise."""
     if requested is not None:
@@ -192,11 +215,20 @@ def pick_column(columns: list[str], requested: str | None, candidates: tuple[str
     )
 
 
-def load_table(path: Path) -> Dataset:
-    """Load a CSV, JSON array or JSON Lines file as a `datasets.Dataset` (all columns kept)."""
+def load_table(path: Path, string_columns: tuple[str, ...] = ()) -> Dataset:
+    """Load a CSV, JSON array or JSON Lines file as a `datasets.Dataset` (all columns kept).
+
+    CSV/TSV columns named in ``string_columns`` (those present) are read as text: paths, captions and
+    identifiers such as WebVid's ``page_dir`` ``001`` must not turn into the number 1. JSON keeps its own types.
+    """
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        return Dataset.from_csv(str(path), sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
+        return Dataset.from_csv(
+            str(path),
+            sep="\t" if suffix == ".tsv" else ",",
+            keep_default_na=False,
+            converters={name: str for name in string_columns},
+        )
     if suffix in (".jsonl", ".json"):
         return Dataset.from_json(str(path))
     raise PreparationError(f"unsupported input {path}: use a .csv, .tsv, .json or .jsonl file")
@@ -213,11 +245,12 @@ def resolve_inputs(args: argparse.Namespace) -> Dataset:
     input_path = Path(args.input).resolve()
     if not input_path.is_file():
         raise PreparationError(f"input file {input_path} does not exist")
-    table = load_table(input_path)
+    named = tuple(name for name in (args.video_column, args.caption_column) if name)
+    table = load_table(input_path, string_columns=(*WEBVID_COLUMNS, *PATH_COLUMNS, *CAPTION_COLUMNS, *named))
     video_root = str(Path(args.video_root).resolve() if args.video_root else input_path.parent)
     columns = list(table.column_names)
     if args.layout == "webvid":
-        missing = [name for name in ("videoid", "page_dir", "name") if name not in columns]
+        missing = [name for name in WEBVID_COLUMNS if name not in columns and name != "contentUrl"]
         if missing:
             raise PreparationError(f"--layout webvid needs the WebVid columns, {missing} missing from {columns}")
         return table.map(
@@ -305,7 +338,13 @@ def add_motion_tokens(shard: Dataset, work: Path, *, tokenizer, batch_size: int)
 def already_prepared(out_dir: Path, overwrite: bool) -> bool:
     """``True`` (and says so) when ``out_dir`` holds a finished preparation that ``--overwrite`` does not redo."""
     if (out_dir / DATASET_STATE_FILE).is_file() and not overwrite:
-        print(f"{out_dir} is already complete; pass --overwrite to prepare it again", flush=True)
+        errors = load_from_disk(str(out_dir))["error"]
+        failures = sum(error is not None for error in errors)
+        print(
+            f"{out_dir} is already complete ({len(errors)} rows, {failures} failed); "
+            "pass --overwrite to prepare it again",
+            flush=True,
+        )
         return True
     return False
 
@@ -370,7 +409,7 @@ def run_sharded_map(
         shard_rows = rows.shard(num_shards, index, contiguous=True)
         shard_start = time.perf_counter()
         shard = shard_rows.map(
-            process_row,
+            ForkedWorkerFunction(process_row),
             num_proc=num_proc if num_proc > 1 else None,
             features=features,
             remove_columns=remove_columns,
@@ -410,6 +449,21 @@ def finalize(dataset: Dataset, out_dir: Path, keep_shards: bool) -> Dataset:
     failures = sum(error is not None for error in dataset["error"])
     print(f"saved {len(dataset)} rows ({failures} failed) to {out_dir}", flush=True)
     return load_from_disk(str(out_dir))
+
+
+def report_failures(dataset: Dataset) -> int:
+    """Exit code of a finished preparation: 1 when every row failed (said on stderr, with the first error), else 0.
+
+    The failure count itself is printed by :func:`finalize` in every case.
+    """
+    errors = [error for error in dataset["error"] if error is not None]
+    if len(dataset) and len(errors) == len(dataset):
+        print(
+            f"error: all {len(dataset)} rows failed, nothing usable was prepared; first error: {errors[0]}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def load_motion_tokenizer(path: str, device: str):
@@ -558,8 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         num_proc=args.num_proc,
         finish_shard=finish_shard,
     )
-    finalize(dataset, out_dir, args.keep_shards)
-    return 0
+    return report_failures(finalize(dataset, out_dir, args.keep_shards))
 
 
 if __name__ == "__main__":

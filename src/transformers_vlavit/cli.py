@@ -1,7 +1,8 @@
 """The ``vlavit`` command line: one sub-command per module in :mod:`transformers_vlavit.commands`.
 
 Each command module defines ``register(subparsers)`` (adds its parser and sets ``func``) and is
-imported only when the CLI starts, so heavy imports stay inside each command's ``run``.
+imported only when the CLI starts, so heavy imports stay inside each command's ``run``. Each ``run`` checks
+its paths and media (:mod:`.commands.inputs`) before it loads a model.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from .commands.inputs import CommandInputError
 
 # name of the module in transformers_vlavit.commands, in the order `vlavit --help` lists them
 COMMAND_MODULES = (
@@ -33,9 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``vlavit`` console script; returns the process exit code."""
+    """Entry point of the ``vlavit`` console script; returns the process exit code.
+
+    Input a command cannot use (:class:`CommandInputError`) is reported in one line on standard error, with
+    exit code 2, as argparse reports a wrong option.
+    """
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except CommandInputError as error:
+        print(f"vlavit {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

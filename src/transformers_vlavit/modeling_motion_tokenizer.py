@@ -424,8 +424,13 @@ class VideoLaVITMotionTokenizer(VideoLaVITMotionTokenizerPreTrainedModel):
         """l2-normalised pre-quantisation latents: `[B, 2, T, H, W] -> [B, t, h, w, code_dim]`."""
         return F.normalize(self.code_projection(self.encoder_features(motion_vectors)), dim=-1)
 
+    @torch.no_grad()
     def encode(self, motion_vectors: torch.Tensor) -> torch.LongTensor:
-        """Motion to code ids: `[B, 2, 24, 20, 36] -> [B, num_tokens]` (0-based, `(t, h, w)` raster order)."""
+        """Motion to code ids: `[B, 2, 24, 20, 36] -> [B, num_tokens]` (0-based, `(t, h, w)` raster order).
+
+        Runs without autograd: ids carry no gradient, and the graph of a released-size encode would hold every
+        activation (gigabytes per clip). Train through `forward` or `encode_latents`.
+        """
         latents = self.encode_latents(motion_vectors)
         return self.quantizer.nearest_codes(latents).flatten(1)
 

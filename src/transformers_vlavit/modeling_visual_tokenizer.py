@@ -378,6 +378,16 @@ class VideoLaVITCodebook(nn.Module):
         return nearest_code_ids(codes, self.weight)
 
 
+def keep_at_least_one(keep: torch.BoolTensor, keep_scores: torch.Tensor) -> torch.BoolTensor:
+    """
+    Keep decision `[batch, num_patches]` with at least one kept patch per image: an image whose decision
+    drops every patch keeps its highest-scoring one (`keep_scores [batch, num_patches]`).
+    """
+    dropped_all = ~keep.any(dim=-1, keepdim=True)
+    best = F.one_hot(keep_scores.argmax(dim=-1), num_classes=keep.shape[-1]).bool()
+    return keep | (best & dropped_all)
+
+
 class VideoLaVITVisualTokenizer(PreTrainedModel):
     """
     LaVIT's dynamic visual tokenizer as used by Video-LaVIT for keyframes and images.
@@ -454,17 +464,25 @@ class VideoLaVITVisualTokenizer(PreTrainedModel):
         Arg-max by default. With `sample=True`, Gumbel-max sampling as the reference does (hard one-hot
         forward, softmax gradient backward); the noise is drawn on `generator`'s device (CPU by default) for
         reproducibility.
+
+        Every image keeps at least one patch: when the decision drops all of them (flat or simple images, and
+        untrained predictors, can do this), the patch with the highest keep score (log-probability, or the
+        Gumbel-perturbed probability when sampling) is kept, so that every image has a visual token for the
+        language model and the keyframe decoder.
         """
         if not sample:
-            return (keep_logprobs.argmax(dim=-1) == KEEP_INDEX).to(keep_logprobs.dtype)
+            keep_scores = keep_logprobs[..., KEEP_INDEX]
+            keep = keep_logprobs.argmax(dim=-1) == KEEP_INDEX
+            return keep_at_least_one(keep, keep_scores).to(keep_logprobs.dtype)
         noise_device = generator.device if generator is not None else torch.device("cpu")
         exponential_noise = torch.empty(keep_logprobs.shape, device=noise_device).exponential_(
             generator=generator
         )
         gumbels = -exponential_noise.log().to(device=keep_logprobs.device, dtype=keep_logprobs.dtype)
         soft = (keep_logprobs + gumbels).softmax(dim=-1)
-        hard = F.one_hot(soft.argmax(dim=-1), num_classes=2).to(soft.dtype)
-        return (hard - soft.detach() + soft)[..., KEEP_INDEX]
+        keep_soft = soft[..., KEEP_INDEX]
+        hard = keep_at_least_one(soft.argmax(dim=-1) == KEEP_INDEX, keep_soft.detach()).to(soft.dtype)
+        return hard - keep_soft.detach() + keep_soft
 
     def _merge(
         self, pixel_values: torch.Tensor, sample: bool, generator: torch.Generator | None
@@ -489,12 +507,16 @@ class VideoLaVITVisualTokenizer(PreTrainedModel):
         """
         return self.codebook(ids)
 
+    @torch.no_grad()
     def tokenize(
         self, pixel_values: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None
     ) -> list[torch.LongTensor]:
         """
         Discrete tokens of each image: `pixel_values [batch, 3, 224, 224]` -> `batch` LongTensors `[n_i]` of
         0-based code ids (add the config's visual-code offset to get language-model vocabulary ids).
+
+        Runs without autograd (ids carry no gradient; the ViT-g graph would hold every activation). Train
+        through `forward` or `encode_features`.
         """
         _, _, keep, merged = self._merge(pixel_values, sample, generator)
         kept = keep > 0.5

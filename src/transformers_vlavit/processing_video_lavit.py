@@ -85,6 +85,21 @@ _DECOMPOSITION_KWARGS = (
     "encoder_threads",
     "overlap",
 )
+# model-loading options that `pipeline()` forwards to `AutoProcessor.from_pretrained` along with the model's;
+# they are no processor settings, and the tokenizer would otherwise keep them and write them to its config
+_MODEL_LOADING_KWARGS = (
+    "dtype",
+    "torch_dtype",
+    "device_map",
+    "max_memory",
+    "offload_folder",
+    "offload_state_dict",
+    "low_cpu_mem_usage",
+    "attn_implementation",
+    "quantization_config",
+    "tp_plan",
+    "tp_size",
+)
 # text keyword arguments the placeholder-aware tokenization below implements
 _SUPPORTED_TEXT_KWARGS = {
     "add_special_tokens",
@@ -189,6 +204,20 @@ class VideoLaVITProcessor(ProcessorMixin):
             tokenizer,
             chat_template=VICUNA_V1_CHAT_TEMPLATE if chat_template is None else chat_template,
         )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """
+        Load the processor (image processor, tokenizer, chat template) saved in a folder or hub repository.
+
+        Model-loading options among `kwargs` (`dtype`, `device_map`, ... which `pipeline()` passes to
+        `AutoProcessor` as well as to the model) are dropped: they are no processor settings, and the
+        tokenizer would otherwise store them and write them to `tokenizer_config.json` on `save_pretrained`
+        (failing outright on a `torch.dtype`).
+        """
+        for name in _MODEL_LOADING_KWARGS:
+            kwargs.pop(name, None)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def __call__(
         self,

@@ -101,6 +101,18 @@ def test_image_input_is_tokenized_like_token_ids(pipe):
     torch.testing.assert_close(from_image, run(pipe, token_ids))
 
 
+def test_a_flat_black_image_is_rendered_from_its_one_kept_token(pipe):
+    # the tiny tokenizer's predictor drops every patch of a black image; the most likely one is kept
+    black = Image.new("RGB", (80, 60))
+    (token_ids,) = pipe.tokenize_images([black], pipe.device)
+    assert token_ids.numel() == 1
+    from_image = pipe(
+        image=black, height=SIZE, width=SIZE, num_inference_steps=1, output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    assert from_image.shape == (1, 3, SIZE, SIZE) and torch.isfinite(from_image).all()
+
+
 def test_code_embeddings_input_and_images_per_prompt(pipe):
     token_ids = codes(pipe, 4)
     embeddings = pipe.visual_tokenizer.get_code_embeddings(token_ids[0])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -38,12 +39,26 @@ class ScriptTools:
         )
         return env
 
-    def run(self, command: list, cache_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-        """Run ``command`` from the project root; fail the test with its output unless it exits with 0."""
+    def run(
+        self, command: list, cache_dir: Path, timeout: float = 300, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run ``command`` from the project root; fail the test with its output unless it exits with 0 in time.
+
+        ``env`` overrides variables of :meth:`env`. The command runs in its own process group, killed as a whole
+        on timeout, so that worker processes of a hung run do not outlive the test.
+        """
         command = [str(part) for part in command]
-        result = subprocess.run(
-            command, cwd=self.root, env=self.env(cache_dir), capture_output=True, text=True, timeout=timeout
+        process = subprocess.Popen(
+            command, cwd=self.root, env={**self.env(cache_dir), **(env or {})}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            pytest.fail(f"{' '.join(command)} did not finish in {timeout} s:\n{stdout[-4000:]}\n{stderr[-6000:]}")
+        result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         if result.returncode != 0:
             pytest.fail(
                 f"{' '.join(command)} exited with {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"

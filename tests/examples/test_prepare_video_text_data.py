@@ -60,10 +60,27 @@ def prepare_command(video_folder, out_dir, motion_tokenizer_dir, *extra):
 
 @pytest.fixture(scope="module")
 def prepared(video_folder, motion_tokenizer_dir, tmp_path_factory, scripts):
-    """The preparation run once for the module: ``(output folder, completed process)``."""
+    """The preparation run once for the module: ``(output folder, completed process)``.
+
+    Torch runs on two threads here (the other tests use one): the motion tokenizer then starts an OpenMP pool in
+    the main process before the second shard's workers are forked, which is what hung the README's WebVid command.
+    """
     work = tmp_path_factory.mktemp("prepared")
-    result = scripts.run(prepare_command(video_folder, work / "out", motion_tokenizer_dir, "--keep-shards"), work / "cache")
+    result = scripts.run(
+        prepare_command(video_folder, work / "out", motion_tokenizer_dir, "--keep-shards"),
+        work / "cache",
+        timeout=180,
+        env={"OMP_NUM_THREADS": "2"},
+    )
     return work / "out", result
+
+
+def test_prepare_data_two_shards_two_workers_with_threaded_torch_finish(prepared):
+    out_dir, result = prepared
+    for name in ("shard-00000-of-00002", "shard-00001-of-00002"):
+        assert f"[{name}] 2 rows" in result.stdout
+        shard = load_from_disk(str(out_dir / "shards" / name))
+        assert "motion_token_ids" in shard.column_names
 
 
 def test_prepare_data_keeps_errors_in_a_column(prepared, video_folder):
@@ -134,7 +151,7 @@ def test_prepare_data_resume_skips_finished_shards(prepared, video_folder, motio
     assert dataset["caption"] == load_from_disk(str(source))["caption"]
     module = scripts.load(scripts.root / SCRIPT)
     assert module.main([str(part) for part in prepare_command(video_folder, out_dir, motion_tokenizer_dir)[2:]]) == 0
-    assert "already complete" in capsys.readouterr().out
+    assert "already complete (4 rows, 1 failed)" in capsys.readouterr().out
     assert np.array_equal(
         load_from_disk(str(out_dir)).with_format("numpy")[0]["motion_vectors"],
         load_from_disk(str(source)).with_format("numpy")[0]["motion_vectors"],
@@ -171,4 +188,40 @@ def test_prepare_data_webvid_layout_resolves_paths(tmp_path, scripts, monkeypatc
         str(tmp_path / "videos" / "016401_016450" / "31353427.mp4"),
     ]
     assert rows["caption"] == ["Aerial city", "Sea waves"]
-    assert "name" not in rows.column_names and rows["videoid"] == [1066712, 31353427]
+    assert "name" not in rows.column_names and rows["videoid"] == ["1066712", "31353427"]
+
+
+def write_webvid_table(path, rows) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["videoid", "contentUrl", "duration", "page_dir", "name"])
+        writer.writerows(rows)
+
+
+def test_prepare_data_webvid_numeric_folder_names_stay_strings(tmp_path, scripts, monkeypatch, capsys):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    (tmp_path / "videos" / "001").mkdir(parents=True)
+    write_synthetic_video(tmp_path / "videos" / "001" / "0042.mp4", width=32, height=32, duration=1.0, fps=6)
+    table = tmp_path / "webvid.csv"
+    write_webvid_table(table, [["0042", "https://example.com/0042.mp4", "PT00H00M01S", "001", "007"]])
+    module = scripts.load(scripts.root / SCRIPT)
+    arguments = ["--input", str(table), "--layout", "webvid", "--video-root", str(tmp_path / "videos")]
+    assert module.main([*arguments, "--out", str(tmp_path / "out")]) == 0
+    row = load_from_disk(str(tmp_path / "out"))[0]
+    assert row["error"] is None and row["num_clips"] == 1
+    assert row["video"] == str(tmp_path / "videos" / "001" / "0042.mp4")
+    assert (row["videoid"], row["caption"]) == ("0042", "007")
+    assert "saved 1 rows (0 failed)" in capsys.readouterr().out
+
+
+def test_prepare_data_exits_non_zero_with_a_count_when_every_row_failed(tmp_path, scripts, monkeypatch, capsys):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    table = tmp_path / "webvid.csv"
+    write_webvid_table(table, [["1", "", "PT1S", "002", "a"], ["2", "", "PT1S", "002", "b"]])
+    module = scripts.load(scripts.root / SCRIPT)
+    arguments = ["--input", str(table), "--layout", "webvid", "--video-root", str(tmp_path / "nowhere")]
+    assert module.main([*arguments, "--out", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "saved 2 rows (2 failed)" in captured.out
+    assert "all 2 rows failed" in captured.err and "file not found" in captured.err
+    assert str(tmp_path / "nowhere" / "002" / "1.mp4") in captured.err

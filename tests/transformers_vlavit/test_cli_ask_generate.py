@@ -104,9 +104,9 @@ def test_generate_image_to_video_with_two_clips(checkpoint, media, tmp_path):
     assert frames.shape == (48, 32, 32, 3)
 
 
-def test_generate_needs_a_prompt_or_an_image(checkpoint, tmp_path):
-    with pytest.raises(SystemExit, match="prompt, --image"):
-        main(["generate", "--model", str(checkpoint), "--out", str(tmp_path / "x.mp4")])
+def test_generate_needs_a_prompt_or_an_image(checkpoint, tmp_path, capsys):
+    assert main(["generate", "--model", str(checkpoint), "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "give a prompt, --image, or both" in capsys.readouterr().err
 
 
 def test_ask_answers_every_question_about_a_video(checkpoint, media, capsys):

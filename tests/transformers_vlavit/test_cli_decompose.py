@@ -35,9 +35,13 @@ def test_decompose_bad_input_exits_with_code_2(tmp_path):
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
-def test_demo_makes_its_own_sample(tmp_path):
+def test_demo_makes_its_own_sample(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--width", "64", "--height", "48", "--duration", "5"]) == 0
+    # the source (5 s at 30 fps) and the 6 fps re-encoding the clips come from are told apart
+    assert "sample.mp4: 150 frames at 30 fps (5 s), 64x48; re-encoded to 30 frames of MPEG-4 at 6 fps" in (
+        capsys.readouterr().out
+    )
     assert (out / "sample.mp4").stat().st_size > 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["clips"] == 1 and (out / "keyframe_00.png").is_file() and (out / "motion_00.png").is_file()

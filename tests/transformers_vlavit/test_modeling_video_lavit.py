@@ -277,3 +277,22 @@ def test_image_to_video_is_seeded_and_keeps_the_keyframe(model, media):
     greedy = model.generate_video_tokens(**kwargs, do_sample=False, motion_guidance_scale=1.0)
     assert greedy.motion_ids.shape == (2, 1, config.motion_tokens_per_clip)
     assert not torch.equal(greedy.motion_ids, first.motion_ids)
+
+
+def test_a_flat_black_image_gets_one_visual_token_for_understanding_and_generation(model):
+    from PIL import Image
+
+    from transformers_vlavit.image_processing_video_lavit import VideoLaVITImageProcessor
+
+    black = VideoLaVITImageProcessor()(Image.new("RGB", (64, 48)), return_tensors="pt")["pixel_values"]
+    tokenizer = model.visual_tokenizer
+    with torch.no_grad():
+        keep_logprobs = tokenizer.token_predictor(tokenizer.vision_model(black))
+    assert (keep_logprobs.argmax(dim=-1) == 1).all()  # the tiny predictor drops every patch of it
+    (features,) = model.get_image_features(black)
+    assert features.shape == (1, model.config.text_config.hidden_size)
+    video = model.generate_video_tokens(
+        input_ids=torch.tensor([[30, 31]]), pixel_values=black, top_k=20, generator=torch.Generator().manual_seed(0)
+    )
+    assert video.keyframe_ids[0][0].numel() == 1
+    check_clip_structure(model.config, video.sequences[0], 2, video.keyframe_ids[0], video.motion_ids[0])

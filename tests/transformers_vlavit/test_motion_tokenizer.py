@@ -306,3 +306,15 @@ def test_bfloat16_forward(tiny_model):
     assert output.ids.shape == (2, SMALL_NUM_TOKENS) and torch.isfinite(output.loss)
     # bf16 rounding may flip a few near-ties, not the bulk of the codes
     assert (output.ids == reference_ids).float().mean() > 0.5
+
+
+def test_encode_builds_no_autograd_graph(tiny_model):
+    # code ids have no gradient; keeping the graph of a released-size encode for one clip costs gigabytes
+    saved = []
+    assert any(parameter.requires_grad for parameter in tiny_model.parameters())
+    with torch.autograd.graph.saved_tensors_hooks(lambda tensor: saved.append(tensor) or tensor, lambda tensor: tensor):
+        ids = tiny_model.encode(smooth_motion(2))
+    assert saved == [] and ids.shape == (2, SMALL_NUM_TOKENS)
+    assert torch.is_grad_enabled()  # only inside encode
+    with torch.no_grad():
+        torch.testing.assert_close(ids, tiny_model.quantizer.nearest_codes(tiny_model.encode_latents(smooth_motion(2))).flatten(1))

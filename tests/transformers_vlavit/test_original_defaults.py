@@ -161,7 +161,10 @@ def test_generate_command_passes_the_motion_sampling_switch(flag, expected, monk
 
     monkeypatch.setattr(transformers, "pipeline", fake_pipeline)
     monkeypatch.setattr(reconstruct, "write_video", lambda frames, path, fps: None)
-    assert main(["generate", "--model", "m", "a cat", "--out", str(tmp_path / "v.mp4"), *flag]) == 0
+    model = tmp_path / "m"  # `vlavit generate` checks the checkpoint folder before it loads the (faked) pipeline
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    assert main(["generate", "--model", str(model), "a cat", "--out", str(tmp_path / "v.mp4"), *flag]) == 0
     assert received["motion_do_sample"] is expected
 
 

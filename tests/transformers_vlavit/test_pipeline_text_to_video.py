@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from transformers import pipeline
+from transformers import AutoProcessor, pipeline
 
 # importing the package registers the "text-to-video" task
 from transformers_vlavit import DetokenizerNotFoundError, VideoLaVITTextToVideoPipeline
@@ -161,3 +161,18 @@ def test_saved_pipeline_runs_as_remote_code_without_the_packages(
     )
     assert (report["num_frames"], report["fps"]) == (24, 6)
     np.testing.assert_array_equal(np.load(frames_path), expected)
+
+
+@pytest.mark.parametrize("options", [{}, {"dtype": torch.bfloat16}, {"model_kwargs": {"device_map": "cpu"}}])
+def test_saved_processor_holds_only_processor_settings(checkpoint, tmp_path, options):
+    # pipeline() forwards the model's loading options (dtype, device_map) to AutoProcessor as well
+    text_to_video = pipeline("text-to-video", model=str(checkpoint), **options)
+    text_to_video.save_pretrained(tmp_path / "saved")
+    saved = [path for path in (tmp_path / "saved").glob("*.json") if path.name != "config.json"]
+    assert {"tokenizer_config.json", "processor_config.json"} <= {path.name for path in saved}
+    for path in saved:
+        keys = set(json.loads(path.read_text()))
+        assert not keys & {"dtype", "torch_dtype", "device_map"}, path.name
+    reloaded = AutoProcessor.from_pretrained(tmp_path / "saved")
+    prompt = ["a cat on a mat"]
+    assert reloaded(text=prompt)["input_ids"] == text_to_video.processor(text=prompt)["input_ids"]

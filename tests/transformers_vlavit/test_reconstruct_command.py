@@ -109,3 +109,18 @@ def test_reconstruct_runs_end_to_end_on_a_synthetic_clip(tmp_path, capsys):
         stream = container.streams.video[0]
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
     assert len(frames) == 24 and frames[0].shape == (16, 24, 3)
+
+
+def test_reconstruct_a_flat_black_clip(tmp_path, capsys):
+    # the tiny visual tokenizer drops every patch of a black keyframe; its most likely patch is kept instead
+    from diffusers_vlavit import write_tiny_detokenizers
+
+    write_tiny_detokenizers(tmp_path / "model" / "detokenizer", seed=0)
+    video = tmp_path / "black.mp4"
+    write_gray_ramp(video, num_frames=48, fps=12, step=0)
+    out = tmp_path / "recon.mp4"
+    arguments = ["reconstruct", "--model", str(tmp_path / "model"), str(video), "--out", str(out)]
+    fast = ["--height", "16", "--width", "16", "--keyframe-steps", "1", "--video-steps", "1", "--max-clips", "1"]
+    assert main(arguments + fast) == 0
+    assert "clips: 1 x 24 frames at 16x16" in capsys.readouterr().out
+    assert out.is_file()

@@ -145,8 +145,57 @@ def test_all_tokens_kept_and_all_dropped():
     with torch.no_grad():
         ids = model.tokenize(pixel_values)
         features = model.encode_features(pixel_values)
-    assert [len(image_ids) for image_ids in ids] == [0, 0]
-    assert [tuple(image_features.shape) for image_features in features] == [(0, 48), (0, 48)]
+    # every image keeps at least one patch (all scores are equal here: the first patch)
+    assert [len(image_ids) for image_ids in ids] == [1, 1]
+    assert [tuple(image_features.shape) for image_features in features] == [(1, 48), (1, 48)]
+
+
+def drop_everything_but_scores_vary(model: VideoLaVITVisualTokenizer) -> None:
+    """Shift the token predictor towards dropping so far that no patch is kept, keeping per-patch scores apart."""
+    with torch.no_grad():
+        model.token_predictor.classifier.bias.add_(torch.tensor([-50.0, 50.0]))
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_an_image_whose_patches_are_all_dropped_keeps_its_most_likely_patch(sample):
+    model = tiny_model()
+    drop_everything_but_scores_vary(model)
+    flat = torch.full((1, 3, IMAGE_SIZE, IMAGE_SIZE), -1.5)  # a black image after CLIP normalisation
+    pixel_values = torch.cat([flat, images(1)])
+    generator = torch.Generator().manual_seed(0) if sample else None
+    with torch.no_grad():
+        output = model(pixel_values, sample=sample, generator=generator)
+    assert (output.keep_logprobs.argmax(dim=-1) == 1).all()  # the predictor itself drops every patch
+    keep_scores = output.keep_logprobs[..., 0]
+    assert keep_scores[0].unique().numel() > 1  # position embeddings tell a flat image's patches apart
+    assert output.token_counts.tolist() == [1, 1]
+    if not sample:
+        best = keep_scores.argmax(dim=-1)
+        expected_keep = torch.zeros_like(output.keep)
+        expected_keep[torch.arange(2), best] = 1.0
+        assert torch.equal(output.keep, expected_keep)
+        expected_ids = [model.quantize(output.merged[index, best[index]][None]) for index in range(2)]
+        assert [ids.tolist() for ids in model.tokenize(pixel_values)] == [ids.tolist() for ids in expected_ids]
+        features = model.encode_features(pixel_values)
+        torch.testing.assert_close(features[0], model.vit_proj(output.merged[0, best[0]])[None])
+
+
+def test_keep_decision_is_unchanged_when_a_patch_is_kept():
+    model = tiny_model()
+    keep_logprobs = model.token_predictor(model.vision_model(images(3)))
+    decision = (keep_logprobs.argmax(dim=-1) == 0).float()
+    assert (decision.sum(dim=-1) > 0).all()
+    assert torch.equal(model.select_tokens(keep_logprobs), decision)
+
+
+def test_forced_patch_of_a_sampled_decision_passes_gradients():
+    model = tiny_model().train()
+    drop_everything_but_scores_vary(model)
+    keep_logprobs = model.token_predictor(model.vision_model(images(2)))
+    keep = model.select_tokens(keep_logprobs, sample=True, generator=torch.Generator().manual_seed(0))
+    assert keep.detach().sum(dim=-1).tolist() == [1.0, 1.0]
+    keep.sum().backward()
+    assert model.token_predictor.classifier.weight.grad.abs().sum() > 0
 
 
 def test_policy_attention_reduces_to_masked_softmax_and_averages_fully_masked_rows():
@@ -276,3 +325,15 @@ def test_wrong_image_size_is_reported():
         model.tokenize(torch.randn(1, 3, 64, 64))
     with pytest.raises(VisualTokenizerInputError, match=r"\[batch, 3, 56, 56\]"):
         model.encode_features(torch.randn(3, IMAGE_SIZE, IMAGE_SIZE))
+
+
+def test_tokenize_builds_no_autograd_graph():
+    model = tiny_model()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda tensor: saved.append(tensor) or tensor, lambda tensor: tensor):
+        ids = model.tokenize(images(2))
+    assert saved == [] and len(ids) == 2
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        output = model(images(2))
+    assert torch.equal(torch.cat(ids), output.token_ids)

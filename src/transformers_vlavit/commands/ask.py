@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .inputs import check_model, check_video, decompose_input_video, model_load_error, read_image
+
 # still-image extensions PIL reads; anything else is treated as a video
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 # dtypes the commands load weights in
@@ -53,32 +55,35 @@ def build_conversations(questions: list[str], media_type: str) -> list[list[dict
     ]
 
 
+def read_media(media: str | Path, max_clips: int):
+    """``("image", RGB PIL image)`` or ``("video", VideoDecomposition)`` of a media file.
+
+    Images are recognised by their extension (``IMAGE_SUFFIXES``); a file that cannot be read raises
+    ``CommandInputError`` naming it and the cause.
+    """
+    media = Path(media)
+    if media.suffix.lower() in IMAGE_SUFFIXES:
+        return "image", read_image(media)
+    return "video", decompose_input_video(media, max_clips=max_clips)
+
+
 def answer_questions(
-    model, processor, media: Path, questions: list[str], max_clips: int | None = None, **generate_kwargs
+    model, processor, media, questions: list[str], max_clips: int | None = None, **generate_kwargs
 ) -> list[str]:
     """Answer every question about ``media`` in one batch; returns one answer string per question.
 
+    ``media`` is a file path (read with :func:`read_media`) or the ``(kind, content)`` pair it returns.
     ``max_clips`` defaults to the processor's ``max_clips`` (16, the original's understanding setting).
     """
-    from PIL import Image
-
-    from ..video_decomposition import decompose_video
-
-    is_image = media.suffix.lower() in IMAGE_SUFFIXES
-    conversations = build_conversations(questions, "image" if is_image else "video")
+    if not isinstance(media, tuple):
+        media = read_media(media, max_clips=processor.max_clips if max_clips is None else max_clips)
+    kind, content = media
+    conversations = build_conversations(questions, kind)
     prompts = [
         processor.apply_chat_template(conversation, add_generation_prompt=True)
         for conversation in conversations
     ]
-    if is_image:
-        with Image.open(media) as image:
-            rgb = image.convert("RGB")
-        media_kwargs = {"images": [rgb] * len(questions)}
-    else:
-        if max_clips is None:
-            max_clips = processor.max_clips
-        decomposition = decompose_video(media, max_clips=max_clips)
-        media_kwargs = {"videos": [decomposition] * len(questions)}
+    media_kwargs = {"images" if kind == "image" else "videos": [content] * len(questions)}
     inputs = processor(text=prompts, return_tensors="pt", padding=True, padding_side="left", **media_kwargs)
     inputs = inputs.to(model.device)
     output = model.generate(**inputs, **generate_kwargs)
@@ -86,24 +91,31 @@ def answer_questions(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the checkpoint, answer the questions and print them."""
+    """Check the checkpoint and read the media, then load the checkpoint, answer the questions and print them."""
+    check_model(args.model)
+    is_image = args.media.suffix.lower() in IMAGE_SUFFIXES
+    # an image is read whole now; a video is probed now and decomposed once the processor gives max_clips
+    media = read_media(args.media, max_clips=0) if is_image else check_video(args.media)
+
     import torch
     from transformers import AutoModelForCausalLM, AutoProcessor
 
-    model = (
-        AutoModelForCausalLM.from_pretrained(
+    try:
+        processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
+        if not is_image:
+            max_clips = processor.max_clips if args.max_clips is None else args.max_clips
+            media = read_media(args.media, max_clips=max_clips)
+        model = AutoModelForCausalLM.from_pretrained(
             args.model, trust_remote_code=True, dtype=getattr(torch, args.dtype)
         )
-        .to(args.device)
-        .eval()
-    )
-    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
+    except OSError as error:
+        raise model_load_error("--model", args.model, error) from error
+    model = model.to(args.device).eval()
     answers = answer_questions(
         model,
         processor,
-        args.media,
+        media,
         args.questions,
-        max_clips=args.max_clips,
         max_new_tokens=args.max_new_tokens,
         do_sample=args.do_sample,
     )

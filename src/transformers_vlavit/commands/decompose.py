@@ -13,8 +13,6 @@ import math
 import time
 from pathlib import Path
 
-from transformers.utils import logging
-
 # the package's __init__ has imported this module already: no extra start-up cost for the CLI
 from ..video_decomposition import (
     DEFAULT_CLIP_FRAMES,
@@ -23,8 +21,7 @@ from ..video_decomposition import (
     VideoDecodeError,
     decompose_video,
 )
-
-logger = logging.get_logger(__name__)
+from .inputs import CommandInputError, check_output_folder
 
 # Preview layout: frames per row, and the width each frame is drawn at.
 PREVIEW_COLUMNS = 6
@@ -109,6 +106,7 @@ def decompose_to_folder(video, out: Path, args: argparse.Namespace) -> dict:
     height, width = decomposition.frame_size
     summary = {
         "input": str(video),
+        "source": _source_stream(video),
         "settings": {
             "transcode": args.transcode,
             "fps": args.fps,
@@ -136,6 +134,24 @@ def decompose_to_folder(video, out: Path, args: argparse.Namespace) -> dict:
     return summary
 
 
+def _source_stream(video) -> dict:
+    """Frame rate, frame count and duration of the input's video stream (as stored, before any re-encoding).
+
+    The count is the container's, or duration x frame rate where the container does not record it.
+    """
+    import av
+
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        else:
+            duration = (container.duration or 0) / av.time_base
+        frames = stream.frames or round(duration * fps)
+    return {"fps": round(fps, 3), "num_frames": int(frames), "duration_s": round(duration, 3)}
+
+
 def _motion_grid(frames, keyframe_size: tuple[int, int]):
     """Tile ``[frames, Hb, Wb, 3]`` uint8 motion pictures into one PIL image (keyframe aspect ratio)."""
     from PIL import Image
@@ -156,22 +172,24 @@ def _motion_grid(frames, keyframe_size: tuple[int, int]):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``vlavit decompose``; returns the exit code (2 when the input is not a usable video)."""
+    """Run ``vlavit decompose``; a video or ``--out`` it cannot use raises ``CommandInputError`` (exit code 2)."""
+    check_output_folder(args.out)
     try:
         summary = decompose_to_folder(args.video, args.out, args)
     except VideoDecodeError as error:
-        logger.error("%s", error)
-        return 2
+        raise CommandInputError(str(error)) from error
     print_summary(summary, args.out)
     return 0
 
 
 def print_summary(summary: dict, out: Path) -> None:
     """One readable paragraph about the result, on standard output (this is a CLI)."""
-    size = summary["frame_size"]
+    size, source = summary["frame_size"], summary["source"]
+    handling = "re-encoded to" if summary["settings"]["transcode"] else "read as"
     print(
-        f"{summary['input']}: {summary['num_frames']} frames at {summary['fps']:g} fps, "
-        f"{size['width']}x{size['height']}, frame types {summary['frame_types'][:SUMMARY_FRAME_TYPES]}"
+        f"{summary['input']}: {source['num_frames']} frames at {source['fps']:g} fps ({source['duration_s']:g} s), "
+        f"{size['width']}x{size['height']}; {handling} {summary['num_frames']} frames of MPEG-4 at "
+        f"{summary['fps']:g} fps, frame types {summary['frame_types'][:SUMMARY_FRAME_TYPES]}"
         f"{'...' if len(summary['frame_types']) > SUMMARY_FRAME_TYPES else ''}\n"
         f"{summary['clips']} clip(s) starting at frames {summary['keyframe_indices']}; "
         f"motion_vectors {summary['motion_vectors_shape']}, pixel_values {summary['pixel_values_shape']}\n"

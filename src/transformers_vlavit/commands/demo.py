@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from .decompose import add_decomposition_arguments, decompose_to_folder, print_summary
+from .inputs import check_output_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     """Write ``sample.mp4`` into ``--out`` and decompose it there."""
     from ..synthetic_video import write_synthetic_video
 
+    check_output_folder(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     sample = args.out / "sample.mp4"
     write_synthetic_video(

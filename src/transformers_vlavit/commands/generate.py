@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from .ask import DTYPES
+from .inputs import CommandInputError, check_model, check_output_file, model_load_error, read_image
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,16 +67,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Generate the video and write it to ``--out``."""
+    """Check the inputs, then generate the video and write it to ``--out``."""
+    if args.prompt is None and args.image is None:
+        raise CommandInputError("give a prompt, --image, or both")
+    check_model(args.model)
+    check_output_file(args.out)
+    image = read_image(args.image) if args.image is not None else None
+
     import torch
-    from PIL import Image
     from transformers import pipeline
 
-    from ..pipeline_text_to_video import TASK, VideoLaVITTextToVideoPipeline
+    from ..pipeline_text_to_video import TASK, DetokenizerNotFoundError, VideoLaVITTextToVideoPipeline
     from .reconstruct import write_video
 
-    if args.prompt is None and args.image is None:
-        raise SystemExit("vlavit generate: give a prompt, --image, or both")
     # naming the class runs the installed code also for folders whose config registers the pipeline as
     # custom code (saved by the pipeline), which transformers would otherwise only load as remote code
     options = {
@@ -83,15 +87,15 @@ def run(args: argparse.Namespace) -> int:
         "dtype": getattr(torch, args.dtype),
         "pipeline_class": VideoLaVITTextToVideoPipeline,
     }
+    try:
+        pipe = pipeline(TASK, **options) if args.cpu_offload else pipeline(TASK, device=args.device, **options)
+    except DetokenizerNotFoundError as error:
+        raise CommandInputError(f"--model {args.model}: {error}") from error
+    except OSError as error:
+        raise model_load_error("--model", args.model, error) from error
     if args.cpu_offload:
-        pipe = pipeline(TASK, **options)
         pipe.enable_model_cpu_offload(device=args.device)
-    else:
-        pipe = pipeline(TASK, device=args.device, **options)
-    inputs = {"prompt": args.prompt, "image": None}
-    if args.image is not None:
-        with Image.open(args.image) as image:
-            inputs["image"] = image.convert("RGB")
+    inputs = {"prompt": args.prompt, "image": image}
     result = pipe(
         inputs,
         num_clips=args.clips,

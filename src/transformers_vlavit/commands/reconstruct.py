@@ -27,6 +27,7 @@ from ..pipeline_text_to_video import (
     DetokenizerNotFoundError,
 )
 from .ask import DTYPES
+from .inputs import CommandInputError, check_output_file, decompose_input_video
 
 # Wang et al. (2004): 11 x 11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03
 SSIM_WINDOW = 11
@@ -267,26 +268,30 @@ def reconstruct_clips(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Decompose, tokenize, detokenize, write the clip video and print PSNR / SSIM."""
+    """Check the paths and decompose the video, then load the pipelines, tokenize, detokenize, write the clip
+    video and print PSNR / SSIM."""
     from diffusers import DiffusionPipeline
 
-    from ..video_decomposition import decompose_video
+    check_output_file(args.out)
+    try:
+        keyframe_dir, video_dir = find_detokenizer_folders(args.model)
+    except DetokenizerNotFoundError as error:
+        raise CommandInputError(str(error)) from error
+    decomposition = decompose_input_video(args.video, max_clips=args.max_clips)
 
     dtype = getattr(torch, args.dtype)
-    keyframe_dir, video_dir = find_detokenizer_folders(args.model)
     keyframe_pipe = DiffusionPipeline.from_pretrained(keyframe_dir, trust_remote_code=True, dtype=dtype)
     video_pipe = DiffusionPipeline.from_pretrained(video_dir, trust_remote_code=True, dtype=dtype)
     for pipe in (keyframe_pipe, video_pipe):
         pipe.to(args.device)
     if keyframe_pipe.visual_tokenizer is None or video_pipe.motion_tokenizer is None:
-        raise DetokenizerNotFoundError(
+        raise CommandInputError(
             f"{args.model} lacks the visual or motion tokenizer inside its detokenizer pipelines; "
             "reconstruction needs both to tokenize the video"
         )
     height = args.height or video_pipe.unet.config.sample_size * video_pipe.vae_scale_factor
     width = args.width or video_pipe.unet.config.sample_size * video_pipe.vae_scale_factor
 
-    decomposition = decompose_video(args.video, max_clips=args.max_clips)
     frames, keyframes = reconstruct_clips(
         decomposition,
         keyframe_pipe,
