@@ -556,7 +556,7 @@ def run_with_ray(
         print(f"error: {error}", file=sys.stderr)
         return 2
     report_saved(dataset, out_dir)
-    return 0
+    return report_failures(dataset)
 
 
 def report_saved(dataset: Dataset, out_dir: Path) -> None:
