@@ -1,4 +1,9 @@
-"""Video detokenizer: a keyframe plus motion (tokens or a motion grid) -> a clip of frames."""
+"""Video detokenizer: a keyframe plus motion (tokens or a motion grid) -> a clip of frames.
+
+This module imports only torch, NumPy, PIL, transformers, diffusers and its siblings, never the project's
+packages: `save_pretrained` copies it next to the weights, so the saved folder loads with
+`DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` where they are not installed.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +16,14 @@ import torch
 import torch.nn.functional as F
 from diffusers.image_processor import PipelineImageInput
 from diffusers.models import AutoencoderKLTemporalDecoder
+from diffusers.models.modeling_utils import ModelMixin
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers import EulerDiscreteScheduler
 from diffusers.utils import BaseOutput, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
+from transformers import PreTrainedModel
 
-from transformers_vlavit.modeling_motion_tokenizer import VideoLaVITMotionTokenizer
-
-from ..models.motion_condition_encoder import MotionConditionEncoder
-from ..models.unet_spatio_temporal_motion import UNetSpatioTemporalMotionModel
 from .detokenizer_sampling import (
     decode_clip_latents,
     denoise_clip_latents,
@@ -87,11 +90,11 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
 
     def __init__(
         self,
-        unet: UNetSpatioTemporalMotionModel,
-        motion_encoder: MotionConditionEncoder,
+        unet: ModelMixin,
+        motion_encoder: ModelMixin,
         vae: AutoencoderKLTemporalDecoder,
         scheduler: EulerDiscreteScheduler,
-        motion_tokenizer: VideoLaVITMotionTokenizer | None = None,
+        motion_tokenizer: PreTrainedModel | None = None,
     ):
         super().__init__()
         self.register_modules(

@@ -6,9 +6,9 @@ The language model samples each clip's keyframe codes and 135 motion codes; the 
 24 frames from the keyframe and the decoded motion. In a long video every keyframe after the first is
 diffused from the previous clip's last frame, re-noised to 85% of the keyframe schedule.
 
-This module imports only torch, NumPy, PIL, transformers, diffusers and its sibling `detokenizer_sampling`
-(just as self-contained), never the project's packages: `save_pretrained` writes both next to the weights
-(with the detokenizer model modules, which are self-contained too), so
+This module imports only torch, NumPy, PIL, transformers, diffusers and its siblings `detokenizer_sampling`
+and `loading` (just as self-contained), never the project's packages: `save_pretrained` writes them next to
+the weights (with the detokenizer model modules, which are self-contained too), so
 `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True, language_model=..., processor=...)`
 rebuilds the pipeline where `diffusers_vlavit` is not installed.
 
@@ -30,11 +30,7 @@ the components actually loaded. These are weight sizes; activation peaks were no
 
 from __future__ import annotations
 
-import inspect
-import json
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,11 +55,10 @@ from .detokenizer_sampling import (
     upcast_vae,
     with_zero_unconditional,
 )
+from .loading import CustomPipelineSavingMixin, copy_module_files
 
 logger = logging.get_logger(__name__)
 
-# libraries diffusers imports component classes from by itself
-_NATIVE_LIBRARIES = ("diffusers", "transformers")
 # components that the language model checkpoint already holds; saved here only on request
 _LANGUAGE_COMPONENTS = ("language_model", "processor")
 
@@ -89,17 +84,6 @@ class VideoLaVITPipelineOutput(BaseOutput):
     fps: int
 
 
-def _self_contained_source(cls: type) -> Path | None:
-    """The source file of ``cls`` when it imports nothing relative (so it can travel alone), else None."""
-    source = inspect.getsourcefile(cls)
-    if source is None:
-        return None
-    text = Path(source).read_text(encoding="utf-8")
-    if any(line.lstrip().startswith("from .") for line in text.splitlines()):
-        return None
-    return Path(source)
-
-
 def _onload(component: torch.nn.Module) -> None:
     """Move an offloaded component to the GPU before calling a method other than ``forward`` on it.
 
@@ -120,7 +104,7 @@ def _resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return resized.clamp(0, 1)
 
 
-class VideoLaVITPipeline(DiffusionPipeline):
+class VideoLaVITPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
     r"""Video-LaVIT text-to-video, image-to-video and long-video generation.
 
     Args:
@@ -226,6 +210,15 @@ class VideoLaVITPipeline(DiffusionPipeline):
     # ----------------------------------------------------------------------------------------------
     # saving
     # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def save_code(cls, folder) -> None:
+        """Copy this pipeline's module and its sibling modules into ``folder``.
+
+        A checkpoint's ``detokenizer/`` that holds the keyframe and video pipelines gets this code next to
+        them, so the text-to-video pipeline assembles this class from the folder alone (no package needed).
+        """
+        copy_module_files(cls, folder)
+
     def save_pretrained(self, save_directory, include_language_model: bool = True, **kwargs) -> None:
         """Save every component, this module and the detokenizer model modules as loadable custom code.
 
@@ -242,29 +235,6 @@ class VideoLaVITPipeline(DiffusionPipeline):
             type(self)(**components).save_pretrained(save_directory, **kwargs)
             return
         super().save_pretrained(save_directory, **kwargs)
-        folder = Path(save_directory)
-        index_path = folder / self.config_name
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-        for name, entry in index.items():
-            if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
-                continue
-            if entry[0].split(".")[0] in _NATIVE_LIBRARIES:
-                continue
-            source = _self_contained_source(type(getattr(self, name)))
-            if source is None:
-                logger.warning(
-                    f"{name} ({entry[0]}) imports sibling modules, so its code is not copied; loading this "
-                    f"folder will need the package that provides {entry[0]} installed."
-                )
-                continue
-            shutil.copyfile(source, folder / name / source.name)
-            index[name] = [source.stem, entry[1]]
-        own_source = Path(inspect.getsourcefile(type(self)))
-        # the sampling helpers are this module's one relative import; diffusers loads them from beside it
-        for source in (own_source, Path(inspect.getsourcefile(denoise_clip_latents))):
-            shutil.copyfile(source, folder / source.name)
-        index["_class_name"] = [own_source.stem, type(self).__name__]
-        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     # ----------------------------------------------------------------------------------------------
     # memory
