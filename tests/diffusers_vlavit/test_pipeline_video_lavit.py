@@ -180,6 +180,7 @@ def test_save_pretrained_writes_self_contained_custom_code(pipe, tmp_path, impor
     assert code_files == [
         "detokenizer_sampling.py",
         "keyframe_decoder/keyframe_decoder.py",
+        "loading.py",
         "motion_encoder/motion_condition_encoder.py",
         "pipeline_video_lavit.py",
         "unet/unet_spatio_temporal_motion.py",

@@ -79,7 +79,7 @@ def test_generate_runs_on_a_folder_saved_by_the_pipeline(checkpoint, tmp_path):
     from transformers import pipeline
 
     folder = tmp_path / "saved"
-    pipeline("text-to-video", model=str(checkpoint)).save_pretrained(folder)
+    pipeline("text-to-video", model=str(checkpoint), trust_remote_code=True).save_pretrained(folder)
     out = tmp_path / "video.mp4"
     assert main(["generate", "--model", str(folder), "a cat", "--out", str(out), *FAST_GENERATE]) == 0
     assert read_video(out)[0].shape == (24, 32, 32, 3)
