@@ -80,14 +80,26 @@ def _detokenizer_pipeline_class(folder: Path) -> type:
     return getattr(importlib.import_module("diffusers_vlavit"), DETOKENIZER_PIPELINE_CLASS)
 
 
-def write_text_to_video_task(folder: str | os.PathLike) -> None:
+def write_text_to_video_task(
+    folder: str | os.PathLike, detokenizer_from: str | os.PathLike | None = None
+) -> None:
     """Register `text-to-video` in a saved model folder as transformers custom-pipeline code.
 
     Adds the task to `custom_pipelines` in `folder/config.json` (what `Pipeline.save_pretrained` writes) and
     copies this module there, so that `pipeline("text-to-video", model=folder, trust_remote_code=True)` (or
     `pipeline(model=folder, trust_remote_code=True)`) works where the Video-LaVIT packages are not installed.
+
+    Args:
+        folder: a folder written by `VideoLaVITForCausalLM.save_pretrained`.
+        detokenizer_from: a checkpoint folder whose `detokenizer/` is copied into `folder` (the checkpoint a
+            fine-tuned model started from: training changes the language model, not the detokenizers);
+            nothing is copied when it has none or `folder` already has one.
     """
     folder = Path(folder)
+    if detokenizer_from is not None:
+        source, target = Path(detokenizer_from) / DETOKENIZER_FOLDER, folder / DETOKENIZER_FOLDER
+        if source.is_dir() and not target.exists():
+            shutil.copytree(source, target)
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     stem = Path(__file__).stem
