@@ -109,6 +109,12 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         self.tokenizer_image_processor = PilBackend(**VISUAL_TOKENIZER_PREPROCESSING)
 
     @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` (from ``callback_on_step_end``) to stop denoising; the latents
+        reached so far are decoded."""
+        return getattr(self, "_interrupt", False)
+
+    @property
     def guidance_scale(self) -> float:
         """Classifier-free guidance weight of the running call."""
         return self._guidance_scale
@@ -283,6 +289,7 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
+        attention_kwargs: dict | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""Render one image per keyframe.
 
@@ -306,7 +313,9 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
                 in [0, 1]) or ``"latent"``.
             return_dict: return an :class:`ImagePipelineOutput` instead of a tuple.
             callback_on_step_end: ``callback(pipe, step, timestep, tensors) -> dict`` called after every step.
-            callback_on_step_end_tensor_inputs: names of the tensors passed to the callback.
+            callback_on_step_end_tensor_inputs: names of the tensors passed to the callback; the callback may
+                set ``pipe._interrupt = True`` to stop denoising.
+            attention_kwargs: passed to the U-Net's attention processors (e.g. ``{"scale": 0.5}`` with LoRA).
 
         Returns:
             :class:`ImagePipelineOutput` with ``images`` (or the tuple ``(images,)``).
@@ -325,6 +334,7 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
             if name not in self._callback_tensor_inputs:
                 raise KeyframeInputError(f"{name!r} is not one of {self._callback_tensor_inputs}")
         self._guidance_scale = guidance_scale
+        self._interrupt = False
         device = self._execution_device
 
         # 2. Keyframe codes -> code embeddings
@@ -388,6 +398,8 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
                 progress_bar,
                 step_kwargs=extra_step_kwargs,
                 on_step_end=on_step_end,
+                cross_attention_kwargs=attention_kwargs,
+                interrupted=lambda: self.interrupt,
             )
 
         # 7. Decode

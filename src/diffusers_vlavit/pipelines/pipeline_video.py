@@ -113,6 +113,12 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         )
 
     @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` (from ``callback_on_step_end``) to stop denoising; the latents
+        reached so far are decoded."""
+        return getattr(self, "_interrupt", False)
+
+    @property
     def guidance_scale(self) -> torch.Tensor | float:
         """Guidance weight of the running call: ``[batch, frames, 1, 1, 1]`` when linear over frames."""
         return self._guidance_scale
@@ -278,7 +284,8 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
             return_dict: return a :class:`VideoLaVITVideoPipelineOutput` instead of a tuple.
             callback_on_step_end: ``callback(pipe, step, timestep, tensors) -> dict`` called after every step.
-            callback_on_step_end_tensor_inputs: names of the tensors passed to the callback.
+            callback_on_step_end_tensor_inputs: names of the tensors passed to the callback; the callback may
+                set ``pipe._interrupt = True`` to stop denoising.
 
         Returns:
             :class:`VideoLaVITVideoPipelineOutput` with ``frames`` (or the tuple ``(frames,)``);
@@ -298,6 +305,7 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         device = self._execution_device
         dtype = self.unet.dtype
         self._guidance_scale = max_guidance_scale
+        self._interrupt = False
 
         # 2. Motion at latent resolution and its cross-attention features
         motion_latents = self.motion_at_latent_size(motion_ids, motion, height, width, device)
@@ -372,6 +380,7 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
                 self.do_classifier_free_guidance,
                 progress_bar,
                 on_step_end=on_step_end,
+                interrupted=lambda: self.interrupt,
             )
 
         # 9. Decode
