@@ -108,8 +108,12 @@ def run(args: argparse.Namespace) -> int:
         pipe.enable_model_cpu_offload(device=args.device)
     else:
         pipe = pipeline(TASK, device=args.device, **options)
-    sizes = {"height": args.height, "width": args.width}
-    sizes.update(keyframe_height=args.keyframe_height, keyframe_width=args.keyframe_width)
+    sizes = {
+        "height": args.height,
+        "width": args.width,
+        "keyframe_height": args.keyframe_height,
+        "keyframe_width": args.keyframe_width,
+    }
     detokenizer = pipe.detokenizer
     video_height = args.height or detokenizer.unet.config.sample_size * detokenizer.vae_scale_factor
     video_width = args.width or detokenizer.unet.config.sample_size * detokenizer.vae_scale_factor
