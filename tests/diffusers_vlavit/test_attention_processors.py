@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers.models.attention_dispatch import _AttentionBackendRegistry
 
 from diffusers_vlavit.models import MotionConditionEncoder
 from diffusers_vlavit.models.keyframe_decoder import (
@@ -100,8 +101,15 @@ def test_keyframe_decoder_pool_is_reached_by_set_attn_processor():
 def test_set_attention_backend_reaches_the_custom_modules(encoder):
     motion = torch.randn(1, 2, 3, 8, 12)
     expected = encoder(motion)
-    encoder.set_attention_backend("_native_math")
-    assert {type(p).__name__ for p in encoder.attn_processors.values()} == {"MotionSelfAttentionProcessor"}
-    assert all(p._attention_backend.value == "_native_math" for p in encoder.attn_processors.values())
-    torch.testing.assert_close(encoder(motion), expected, atol=1e-5, rtol=1e-5)
-    encoder.reset_attention_backend()
+    # diffusers' set_attention_backend also sets its process-wide active backend, which
+    # reset_attention_backend leaves alone: restore it, or later tests would run another kernel
+    previous = _AttentionBackendRegistry._active_backend
+    try:
+        encoder.set_attention_backend("_native_math")
+        assert {type(p).__name__ for p in encoder.attn_processors.values()} == {"MotionSelfAttentionProcessor"}
+        assert all(p._attention_backend.value == "_native_math" for p in encoder.attn_processors.values())
+        torch.testing.assert_close(encoder(motion), expected, atol=1e-5, rtol=1e-5)
+        encoder.reset_attention_backend()
+        assert all(p._attention_backend is None for p in encoder.attn_processors.values())
+    finally:
+        _AttentionBackendRegistry.set_active_backend(previous)
