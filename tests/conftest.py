@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,7 +19,9 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # transformers and diffusers copy remote code of every local folder into one shared modules cache, where
 # files of the same name from other checkouts on this machine would replace ours: use a private one
-os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="vlavit-hf-modules-"))
+if "HF_MODULES_CACHE" not in os.environ:
+    os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="vlavit-hf-modules-")
+    atexit.register(shutil.rmtree, os.environ["HF_MODULES_CACHE"], ignore_errors=True)
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
