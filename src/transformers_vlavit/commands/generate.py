@@ -114,14 +114,16 @@ def run(args: argparse.Namespace) -> int:
         "keyframe_height": args.keyframe_height,
         "keyframe_width": args.keyframe_width,
     }
-    detokenizer = pipe.detokenizer
-    video_height = args.height or detokenizer.unet.config.sample_size * detokenizer.vae_scale_factor
-    video_width = args.width or detokenizer.unet.config.sample_size * detokenizer.vae_scale_factor
-    if args.keyframe_height is None and args.keyframe_width is None and video_height != video_width:
-        base = detokenizer.keyframe_unet.config.sample_size * detokenizer.keyframe_vae_scale_factor
-        sizes["keyframe_height"], sizes["keyframe_width"] = keyframe_size(
-            video_height, video_width, base, detokenizer.keyframe_vae_scale_factor
-        )
+    # the default video size is square like the default keyframe: only a given video size can change the shape
+    if args.keyframe_height is None and args.keyframe_width is None and (args.height or args.width):
+        detokenizer = pipe.detokenizer
+        video_height = args.height or detokenizer.unet.config.sample_size * detokenizer.vae_scale_factor
+        video_width = args.width or detokenizer.unet.config.sample_size * detokenizer.vae_scale_factor
+        if video_height != video_width:
+            base = detokenizer.keyframe_unet.config.sample_size * detokenizer.keyframe_vae_scale_factor
+            sizes["keyframe_height"], sizes["keyframe_width"] = keyframe_size(
+                video_height, video_width, base, detokenizer.keyframe_vae_scale_factor
+            )
     inputs = {"prompt": args.prompt, "image": None}
     if args.image is not None:
         with Image.open(args.image) as image:
