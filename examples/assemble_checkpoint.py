@@ -50,6 +50,7 @@ from diffusers_vlavit.models.motion_condition_encoder import MotionConditionEnco
 from diffusers_vlavit.models.unet_spatio_temporal_motion import UNetSpatioTemporalMotionModel
 from diffusers_vlavit.pipelines.pipeline_keyframe import VideoLaVITKeyframePipeline
 from diffusers_vlavit.pipelines.pipeline_video import VideoLaVITVideoPipeline
+from diffusers_vlavit.pipelines.pipeline_video_lavit import VideoLaVITPipeline
 from diffusers_vlavit.tiny import tiny_edm_scheduler, tiny_sdxl_scheduler
 from transformers_vlavit import (
     VideoLaVITConfig,
@@ -62,7 +63,12 @@ from transformers_vlavit import (
     TokenizerTrainingError,
     train_video_lavit_tokenizer,
 )
-from transformers_vlavit.pipeline_text_to_video import DETOKENIZER_FOLDER, KEYFRAME_FOLDER, VIDEO_FOLDER
+from transformers_vlavit.pipeline_text_to_video import (
+    DETOKENIZER_FOLDER,
+    KEYFRAME_FOLDER,
+    VIDEO_FOLDER,
+    write_text_to_video_task,
+)
 
 TEXT_FIELDS = ("caption", "question", "answer", "value", "prompt")
 # SDXL conditions on 6 micro-conditioning ids (sizes and crop), SVD on 3 (fps, motion bucket, noise level)
@@ -235,9 +241,13 @@ def assemble(args: argparse.Namespace) -> Path:
         raise AssemblyError(f"text tokenizer: {error} (text_vocab_size is set in --config)") from error
     if (tokenizer.image_token_id, tokenizer.video_token_id) != (model.config.image_token_id, model.config.video_token_id):
         raise AssemblyError("the trained tokenizer's placeholder ids differ from the model's token layout")
-    processor = VideoLaVITProcessor(image_processor=VideoLaVITImageProcessor(), tokenizer=tokenizer)
+    # keyframes are resized to the visual tokenizer's own input size (224 at full size)
+    side = model.config.visual_tokenizer_config.image_size
+    image_processor = VideoLaVITImageProcessor(size={"height": side, "width": side})
+    processor = VideoLaVITProcessor(image_processor=image_processor, tokenizer=tokenizer)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
+    write_text_to_video_task(output_dir)
     detokenizer = output_dir / DETOKENIZER_FOLDER
     build_keyframe_pipeline(config, model, AutoencoderKL.from_pretrained(args.keyframe_vae), args.seed).save_pretrained(
         detokenizer / KEYFRAME_FOLDER
@@ -245,6 +255,8 @@ def assemble(args: argparse.Namespace) -> Path:
     build_video_pipeline(
         config, model, AutoencoderKLTemporalDecoder.from_pretrained(args.video_vae), args.seed
     ).save_pretrained(detokenizer / VIDEO_FOLDER)
+    # the end-to-end pipeline's code: the text-to-video pipeline assembles the two detokenizers with it
+    VideoLaVITPipeline.save_code(detokenizer)
     return output_dir
 
 

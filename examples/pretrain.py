@@ -61,6 +61,7 @@ from transformers_vlavit import (
     synthetic_english_corpus,
 )
 from transformers_vlavit.data_collator import VideoLaVITPretrainingCollator
+from transformers_vlavit.pipeline_text_to_video import write_text_to_video_task
 from transformers_vlavit.prepared_data import load_prepared_dataset
 from transformers_vlavit.synthetic_video import write_training_sample_video
 from transformers_vlavit.tokenizer_training import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, layout_tokens
@@ -269,6 +270,9 @@ def main(argv: list[str] | None = None) -> Trainer:
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
     trainer.save_state()
+    if trainer.is_world_process_zero():
+        # a complete checkpoint: the text-to-video task and the detokenizers of the starting checkpoint
+        write_text_to_video_task(training_args.output_dir, detokenizer_from=args.model or args.tokenizers_from)
     history = losses(trainer)
     if history and trainer.is_world_process_zero():
         print(

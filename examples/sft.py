@@ -46,6 +46,7 @@ from trl import SFTConfig, SFTTrainer
 
 from transformers_vlavit import VideoLaVITForCausalLM, VideoLaVITProcessor
 from transformers_vlavit.data_collator import VideoLaVITSFTCollator
+from transformers_vlavit.pipeline_text_to_video import write_text_to_video_task
 from transformers_vlavit.prepared_data import load_prepared_dataset
 from transformers_vlavit.synthetic_video import write_training_sample_video
 
@@ -216,9 +217,13 @@ def main(argv: list[str] | None = None) -> VideoLaVITSFTTrainer:
     trainer.save_state()
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(training_args.output_dir)
+        # complete checkpoints (a LoRA adapter folder is not one): text-to-video task and detokenizers
+        if not args.use_lora:
+            write_text_to_video_task(training_args.output_dir, detokenizer_from=args.model)
         if args.merged_output_dir and args.use_lora:
             merge_adapter(args.model, training_args.output_dir).save_pretrained(args.merged_output_dir)
             trainer.processing_class.save_pretrained(args.merged_output_dir)
+            write_text_to_video_task(args.merged_output_dir, detokenizer_from=args.model)
         history = losses(trainer)
         if history:
             print(

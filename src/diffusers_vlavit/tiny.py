@@ -30,6 +30,7 @@ from .models.motion_condition_encoder import MotionConditionEncoder
 from .models.unet_spatio_temporal_motion import UNetSpatioTemporalMotionModel
 from .pipelines.pipeline_keyframe import VideoLaVITKeyframePipeline
 from .pipelines.pipeline_video import VideoLaVITVideoPipeline
+from .pipelines.pipeline_video_lavit import VideoLaVITPipeline
 
 # latent side of both tiny U-Nets; with the 8x VAEs the default output is 64 x 64 pixels
 TINY_LATENT_SIZE = 8
@@ -198,7 +199,8 @@ def write_tiny_detokenizers(
     visual_tokenizer: VideoLaVITVisualTokenizer | None = None,
     motion_tokenizer: VideoLaVITMotionTokenizer | None = None,
 ) -> dict[str, Path]:
-    """Save tiny random keyframe and video pipelines under ``folder/keyframe`` and ``folder/video``.
+    """Save tiny random keyframe and video pipelines under ``folder/keyframe`` and ``folder/video``, and the
+    end-to-end ``VideoLaVITPipeline``'s code in ``folder``.
 
     Pass the tiny causal LM's ``visual_tokenizer`` and ``motion_tokenizer`` so that the codes it generates
     decode with the same codebooks; otherwise random ``VideoLaVITConfig.tiny()`` tokenizers are used.
@@ -211,4 +213,5 @@ def write_tiny_detokenizers(
     paths = {"keyframe": folder / KEYFRAME_FOLDER, "video": folder / VIDEO_FOLDER}
     build_tiny_keyframe_pipeline(visual_tokenizer, seed=seed).save_pretrained(paths["keyframe"])
     build_tiny_video_pipeline(motion_tokenizer, seed=seed + 1).save_pretrained(paths["video"])
+    VideoLaVITPipeline.save_code(folder)
     return paths

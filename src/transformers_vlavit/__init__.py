@@ -47,11 +47,16 @@ __version__ = "0.1.0"
 
 def _register_auto_classes() -> None:
     """Make the Auto classes resolve Video-LaVIT, and `save_pretrained` write `auto_map` + code files."""
+    import transformers
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM, AutoProcessor
+
+    from .modeling_video_lavit import UNDERSTANDING_AUTO_CLASSES
 
     for config_class in (VideoLaVITConfig, VideoLaVITMotionTokenizerConfig, VideoLaVITVisualTokenizerConfig):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
     AutoModelForCausalLM.register(VideoLaVITConfig, VideoLaVITForCausalLM, exist_ok=True)
+    for auto_class in UNDERSTANDING_AUTO_CLASSES:
+        getattr(transformers, auto_class).register(VideoLaVITConfig, VideoLaVITForCausalLM, exist_ok=True)
     AutoModel.register(VideoLaVITMotionTokenizerConfig, VideoLaVITMotionTokenizer, exist_ok=True)
     AutoModel.register(VideoLaVITVisualTokenizerConfig, VideoLaVITVisualTokenizer, exist_ok=True)
     AutoProcessor.register(VideoLaVITConfig, VideoLaVITProcessor, exist_ok=True)

@@ -73,7 +73,7 @@ class VideoLaVITConfig(PreTrainedConfig):
     """
 
     model_type = "video_lavit"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache"]
     sub_configs_defaults = {
         "text_config": SubConfigSpec(config_class=LlamaConfig, init_kwargs=LLAMA_2_7B_DEFAULTS),
         "visual_tokenizer_config": VideoLaVITVisualTokenizerConfig,

@@ -24,12 +24,17 @@ from transformers.generation.logits_process import (
 )
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput, logging
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_video_lavit import VideoLaVITConfig
 from .modeling_motion_tokenizer import VideoLaVITMotionTokenizer
 from .modeling_visual_tokenizer import VideoLaVITVisualTokenizer
 
 logger = logging.get_logger(__name__)
+
+# the Auto classes of the standard understanding pipelines ("image-text-to-text", "any-to-any"), besides
+# AutoModelForCausalLM
+UNDERSTANDING_AUTO_CLASSES = ("AutoModelForImageTextToText", "AutoModelForMultimodalLM")
 
 IGNORE_INDEX = -100
 
@@ -214,7 +219,7 @@ class VideoLaVITPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "video", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["LlamaDecoderLayer", "VideoLaVITVisionLayer", "VideoLaVITTokenMergerLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
     _supports_sdpa = True
 
 
@@ -245,6 +250,10 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {}
+    # as transformers' video LLMs declare them (llava_next_video, qwen2_vl); videos come out of
+    # `generate_video_tokens` (and the text-to-video pipeline), text out of `generate`
+    input_modalities = ("image", "video", "text")
+    output_modalities = ("text", "video")
 
     def __init__(self, config: VideoLaVITConfig):
         super().__init__(config)
@@ -254,6 +263,18 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         self.motion_tokenizer = VideoLaVITMotionTokenizer(config.motion_tokenizer_config)
         self.vocabulary_mapping = VideoLaVITVocabularyMapping(config)
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`; a folder saved with its code (`trust_remote_code`) also maps
+        `AutoModelForImageTextToText` and `AutoModelForMultimodalLM` to this class in `auto_map`, which
+        `pipeline("image-text-to-text")` and `pipeline("any-to-any")` load it with."""
+        if self._auto_class is not None:
+            target = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            for auto_class in UNDERSTANDING_AUTO_CLASSES:
+                auto_map.setdefault(auto_class, target)
+            self.config.auto_map = auto_map
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     def get_input_embeddings(self) -> nn.Embedding:
         """The Llama token embedding `[vocab_size, hidden_size]`."""
@@ -555,12 +576,13 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
     # ----------------------------------------------------------------------------------------------
     # forward
     # ----------------------------------------------------------------------------------------------
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         pixel_values: torch.Tensor | None = None,
@@ -583,7 +605,8 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
                 1 on real tokens; left or right padding, kept on the same side after splicing.
             position_ids (`torch.LongTensor` of shape `[batch, length]`, *optional*):
                 Defaults to positions counted over real tokens (recomputed after splicing).
-            past_key_values (`Cache`, *optional*): KV cache for incremental decoding.
+            cache (`Cache`, *optional*): KV cache for incremental decoding (`past_key_values`, its former
+                name, still works until transformers removes it).
             inputs_embeds (`torch.FloatTensor` of shape `[batch, length, hidden]`, *optional*):
                 Pre-computed embeddings instead of `input_ids` (no splicing then).
             labels (`torch.LongTensor` of shape `[batch, length]`, *optional*):
@@ -605,7 +628,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
 
         Returns:
             [`VideoLaVITCausalLMOutputWithPast`]: `loss` (when `labels`), `logits [batch, length', vocab]`,
-            `past_key_values` and the `attention_mask` of the spliced sequence.
+            `cache` and the `attention_mask` of the spliced sequence.
         """
         has_visual_inputs = any(
             value is not None for value in (pixel_values, pixel_values_videos, motion_vectors)
@@ -642,7 +665,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             **kwargs,
         )
@@ -663,7 +686,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         return VideoLaVITCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             attention_mask=attention_mask,
@@ -1013,7 +1036,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
                 input_ids=step_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             ).last_hidden_state
             logits = self.lm_head(hidden[:, -1]).float()

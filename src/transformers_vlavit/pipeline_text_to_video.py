@@ -4,16 +4,20 @@ The transformers pipeline holds the causal LM and the processor; the diffusion p
 `VideoLaVITPipeline` (keyframe and video detokenizers) loaded from the checkpoint's `detokenizer/` folder
 with the same language model and processor plugged in, so both entry points run the same code.
 
-Loading without the Video-LaVIT packages (`trust_remote_code=True`): `pipe.save_pretrained(folder)` records
-the task under `custom_pipelines` in `config.json` and copies this file next to the model code (transformers'
-custom-pipeline mechanism), and saves the detokenizer as a diffusers folder whose pipeline module and
-detokenizer model modules are written there as custom code, so the detokenizer also loads from the folder.
+Loading without the Video-LaVIT packages (`trust_remote_code=True`): every checkpoint folder the project
+writes (`vlavit tiny-checkpoint`, `vlavit convert`, the training scripts, `pipe.save_pretrained(folder)`)
+records the task under `custom_pipelines` in `config.json` and holds this file next to the model code
+(transformers' custom-pipeline mechanism, `write_text_to_video_task`), and its detokenizer folders hold their
+pipeline and model modules as diffusers custom code, so the detokenizer also loads from the folder.
 This module therefore imports only transformers, diffusers and the standard library.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,8 @@ TASK = "text-to-video"
 DETOKENIZER_FOLDER = "detokenizer"
 # the `vlavit tiny-checkpoint` / `vlavit convert` layout: one diffusers pipeline per detokenizer
 KEYFRAME_FOLDER, VIDEO_FOLDER = "keyframe", "video"
+# the module of diffusers' `VideoLaVITPipeline`, saved as code in `detokenizer/` next to those two pipelines
+DETOKENIZER_PIPELINE_MODULE, DETOKENIZER_PIPELINE_CLASS = "pipeline_video_lavit", "VideoLaVITPipeline"
 
 # keyword arguments forwarded to `VideoLaVITPipeline.__call__`
 _GENERATION_PARAMETERS = (
@@ -58,6 +64,55 @@ _GENERATION_PARAMETERS = (
 
 class DetokenizerNotFoundError(FileNotFoundError):
     """The checkpoint has no diffusion detokenizer the text-to-video pipeline can load."""
+
+
+def _detokenizer_pipeline_class(folder: Path) -> type:
+    """diffusers' `VideoLaVITPipeline` class: the copy saved in `folder` when there is one (checkpoints of
+    `vlavit tiny-checkpoint`, `vlavit convert` and the training scripts), else the installed package's."""
+    module_file = f"{DETOKENIZER_PIPELINE_MODULE}.py"
+    if (folder / module_file).is_file():
+        from diffusers.utils.dynamic_modules_utils import get_class_from_dynamic_module
+
+        return get_class_from_dynamic_module(
+            str(folder), module_file, class_name=DETOKENIZER_PIPELINE_CLASS, trust_remote_code=True
+        )
+    logger.info(f"{folder} holds no {module_file}; using the installed diffusers_vlavit.")
+    return getattr(importlib.import_module("diffusers_vlavit"), DETOKENIZER_PIPELINE_CLASS)
+
+
+def write_text_to_video_task(
+    folder: str | os.PathLike, detokenizer_from: str | os.PathLike | None = None
+) -> None:
+    """Register `text-to-video` in a saved model folder as transformers custom-pipeline code.
+
+    Adds the task to `custom_pipelines` in `folder/config.json` (what `Pipeline.save_pretrained` writes) and
+    copies this module there, so that `pipeline("text-to-video", model=folder, trust_remote_code=True)` (or
+    `pipeline(model=folder, trust_remote_code=True)`) works where the Video-LaVIT packages are not installed.
+
+    Args:
+        folder: a folder written by `VideoLaVITForCausalLM.save_pretrained`.
+        detokenizer_from: a checkpoint folder whose `detokenizer/` is copied into `folder` (the checkpoint a
+            fine-tuned model started from: training changes the language model, not the detokenizers);
+            nothing is copied when it has none or `folder` already has one.
+    """
+    folder = Path(folder)
+    if detokenizer_from is not None:
+        source, target = Path(detokenizer_from) / DETOKENIZER_FOLDER, folder / DETOKENIZER_FOLDER
+        if source.is_dir() and not target.exists():
+            shutil.copytree(source, target)
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    stem = Path(__file__).stem
+    config["custom_pipelines"] = {
+        TASK: {
+            "impl": f"{stem}.{VideoLaVITTextToVideoPipeline.__name__}",
+            "pt": ["AutoModelForCausalLM"],
+            "tf": [],
+            "type": "multimodal",
+        }
+    }
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    shutil.copyfile(__file__, folder / f"{stem}.py")
 
 
 class VideoLaVITTextToVideoPipeline(Pipeline):
@@ -93,7 +148,7 @@ class VideoLaVITTextToVideoPipeline(Pipeline):
     Args:
         detokenizer (`VideoLaVITPipeline`, *optional*): the diffusion part; by default loaded from the
             model folder's `detokenizer/` (a `VideoLaVITPipeline` folder, or the `keyframe/` + `video/`
-            pipelines written by `vlavit tiny-checkpoint`, which need `diffusers_vlavit` installed).
+            pipelines written by `vlavit tiny-checkpoint` and `vlavit convert`, with `pipeline_video_lavit.py`).
     """
 
     _load_processor = True
@@ -121,20 +176,11 @@ class VideoLaVITTextToVideoPipeline(Pipeline):
             )
         keyframe_folder, video_folder = folder / KEYFRAME_FOLDER, folder / VIDEO_FOLDER
         if all((path / DiffusionPipeline.config_name).is_file() for path in (keyframe_folder, video_folder)):
-            logger.info(
-                f"Loading the keyframe and video detokenizers of {folder}; save this pipeline to merge them."
-            )
-            # these folders' custom components import the installed diffusers_vlavit, so it is importable here
-            package = importlib.import_module("diffusers_vlavit")
             loading = {"trust_remote_code": True, "dtype": self.model.dtype}
             # their tokenizer copies are not loaded: the language model's own tokenizers are used
-            keyframe = package.VideoLaVITKeyframePipeline.from_pretrained(
-                keyframe_folder, visual_tokenizer=None, **loading
-            )
-            video = package.VideoLaVITVideoPipeline.from_pretrained(
-                video_folder, motion_tokenizer=None, **loading
-            )
-            return package.VideoLaVITPipeline.from_detokenizer_pipelines(keyframe, video, **shared)
+            keyframe = DiffusionPipeline.from_pretrained(keyframe_folder, visual_tokenizer=None, **loading)
+            video = DiffusionPipeline.from_pretrained(video_folder, motion_tokenizer=None, **loading)
+            return _detokenizer_pipeline_class(folder).from_detokenizer_pipelines(keyframe, video, **shared)
         raise DetokenizerNotFoundError(
             f"no Video-LaVIT detokenizer in {folder}: expected a VideoLaVITPipeline folder "
             f"(model_index.json) or the {KEYFRAME_FOLDER}/ and {VIDEO_FOLDER}/ pipelines of "
@@ -152,6 +198,7 @@ class VideoLaVITTextToVideoPipeline(Pipeline):
         and the detokenizer (as diffusers custom code) under `detokenizer/`: the folder then loads with
         `pipeline(model=folder, trust_remote_code=True)` where the Video-LaVIT packages are not installed."""
         super().save_pretrained(save_directory, **kwargs)
+        write_text_to_video_task(save_directory)
         self.processor.save_pretrained(save_directory)
         self.detokenizer.save_pretrained(
             Path(save_directory) / DETOKENIZER_FOLDER, include_language_model=False
@@ -199,4 +246,10 @@ class VideoLaVITTextToVideoPipeline(Pipeline):
         return {"frames": model_outputs["frames"], "fps": model_outputs["fps"]}
 
 
-__all__ = ["DETOKENIZER_FOLDER", "TASK", "DetokenizerNotFoundError", "VideoLaVITTextToVideoPipeline"]
+__all__ = [
+    "DETOKENIZER_FOLDER",
+    "TASK",
+    "DetokenizerNotFoundError",
+    "VideoLaVITTextToVideoPipeline",
+    "write_text_to_video_task",
+]

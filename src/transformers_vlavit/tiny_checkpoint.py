@@ -3,8 +3,8 @@
 `write_tiny_checkpoint(folder)` saves, loadable with `trust_remote_code=True` and no Video-LaVIT
 package installed: the causal LM with both tokenizers (`VideoLaVITConfig.tiny()`), the processor
 (image processor + a Llama-style tokenizer trained locally, with the visual/motion tokens and the
-Vicuna-v1 chat template) and, when `diffusers_vlavit` is importable, the tiny detokenizer pipelines
-under `folder/detokenizer`.
+Vicuna-v1 chat template), the `text-to-video` pipeline code and, when `diffusers_vlavit` is importable,
+the tiny detokenizer pipelines under `folder/detokenizer`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from transformers.utils import logging
 from .configuration_video_lavit import VideoLaVITConfig
 from .image_processing_video_lavit import VideoLaVITImageProcessor
 from .modeling_video_lavit import VideoLaVITForCausalLM
-from .pipeline_text_to_video import DETOKENIZER_FOLDER
+from .pipeline_text_to_video import DETOKENIZER_FOLDER, write_text_to_video_task
 from .processing_video_lavit import VICUNA_V1_CHAT_TEMPLATE, VideoLaVITProcessor
 from .tokenizer_training import train_video_lavit_tokenizer
 
@@ -77,6 +77,7 @@ def write_tiny_checkpoint(folder: str | os.PathLike, seed: int = 0, with_detoken
     model, processor = build_tiny_model_and_processor(seed)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
+    write_text_to_video_task(folder)
     if with_detokenizers:
         _write_detokenizers(folder / DETOKENIZER_FOLDER, model, seed)
     return folder

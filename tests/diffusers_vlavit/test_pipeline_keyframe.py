@@ -150,8 +150,11 @@ def test_save_and_load_through_diffusion_pipeline(pipe, tmp_path):
 
     loaded = DiffusionPipeline.from_pretrained(tmp_path, trust_remote_code=True)
     loaded.set_progress_bar_config(disable=True)
-    assert type(loaded) is VideoLaVITKeyframePipeline
-    assert type(loaded.visual_tokenizer) is type(pipe.visual_tokenizer)
+    # the folder's own copy of the code, not the installed package
+    assert type(loaded).__name__ == "VideoLaVITKeyframePipeline"
+    assert type(loaded).__module__.endswith("pipeline_keyframe")
+    assert not type(loaded).__module__.startswith("diffusers_vlavit")
+    assert type(loaded.visual_tokenizer).__name__ == type(pipe.visual_tokenizer).__name__
     token_ids = codes(pipe, 6, 2)
     torch.testing.assert_close(run(loaded, token_ids), run(pipe, token_ids))
 
@@ -194,3 +197,44 @@ def test_runs_in_bfloat16():
     images = run(pipe, codes(pipe, 5, 3))
     assert images.shape == (2, 3, SIZE, SIZE) and images.dtype == torch.float32
     assert torch.isfinite(images).all()
+
+
+def test_interrupt_stops_denoising_and_attention_kwargs_reach_the_unet(pipe):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    token_ids = codes(pipe, 6)
+    steps = []
+
+    def stop_after_first(pipeline, step, timestep, tensors):
+        steps.append(step)
+        pipeline._interrupt = True
+        return {}
+
+    stopped = run(pipe, token_ids, num_inference_steps=3, callback_on_step_end=stop_after_first)
+    assert steps == [0]
+    # what the first step reached, decoded: the same as a run whose callback records the first latents
+    first = {}
+
+    def keep_first(pipeline, step, timestep, tensors):
+        first.setdefault("latents", tensors["latents"].clone())
+        return {}
+
+    run(pipe, token_ids, num_inference_steps=3, callback_on_step_end=keep_first)
+    expected = pipe.image_processor.postprocess(pipe.decode_latents(first["latents"]), output_type="pt")
+    torch.testing.assert_close(stopped, expected)
+
+    received = []
+
+    class Marking(AttnProcessor2_0):
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                     marker=None):  # fmt: skip
+            received.append(marker)
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+    original = pipe.unet.attn_processors
+    pipe.unet.set_attn_processor(Marking())
+    try:
+        run(pipe, token_ids, attention_kwargs={"marker": 7})
+    finally:
+        pipe.unet.set_attn_processor(original)
+    assert received and set(received) == {7}

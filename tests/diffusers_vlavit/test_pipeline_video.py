@@ -122,7 +122,9 @@ def test_save_and_load_through_diffusion_pipeline(pipe, tmp_path):
 
     loaded = DiffusionPipeline.from_pretrained(tmp_path, trust_remote_code=True)
     loaded.set_progress_bar_config(disable=True)
-    assert type(loaded) is VideoLaVITVideoPipeline
+    # the folder's own copy of the code, not the installed package
+    assert type(loaded).__name__ == "VideoLaVITVideoPipeline"
+    assert not type(loaded).__module__.startswith("diffusers_vlavit")
     assert loaded.scheduler.config.prediction_type == "v_prediction"
     image = keyframes(1)
     torch.testing.assert_close(run(loaded, image), run(pipe, image))
@@ -189,3 +191,23 @@ def test_export_to_video_accepts_the_frames(pipe, tmp_path, output_type):
         decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
         assert float(stream.average_rate) == 6
     assert len(decoded) == 3 and decoded[0].shape[-1] == 3
+
+
+def test_interrupt_stops_denoising(pipe):
+    image, steps = keyframes(1), []
+
+    def stop_after_first(pipeline, step, timestep, tensors):
+        steps.append(step)
+        pipeline._interrupt = True
+        return {}
+
+    stopped = run(pipe, image, num_inference_steps=3, output_type="latent", callback_on_step_end=stop_after_first)
+    first = {}
+
+    def keep_first(pipeline, step, timestep, tensors):
+        first.setdefault("latents", tensors["latents"].clone())
+        return {}
+
+    run(pipe, image, num_inference_steps=3, output_type="latent", callback_on_step_end=keep_first)
+    assert steps == [0]
+    torch.testing.assert_close(stopped, first["latents"])

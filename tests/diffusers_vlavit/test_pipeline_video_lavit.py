@@ -180,6 +180,7 @@ def test_save_pretrained_writes_self_contained_custom_code(pipe, tmp_path, impor
     assert code_files == [
         "detokenizer_sampling.py",
         "keyframe_decoder/keyframe_decoder.py",
+        "loading.py",
         "motion_encoder/motion_condition_encoder.py",
         "pipeline_video_lavit.py",
         "unet/unet_spatio_temporal_motion.py",
@@ -204,7 +205,10 @@ def test_save_pretrained_writes_self_contained_custom_code(pipe, tmp_path, impor
         ({"prompt": "a", "num_clips": 0}, "num_clips"),
         ({"prompt": "a", "height": 36}, "multiple of 8"),
         ({"prompt": ["a", "b"], "image": PIL.Image.new("RGB", (8, 8))}, "one image per prompt"),
-        ({"prompt": "a", "output_type": "latent"}, "output_type"),
+        ({"prompt": "a", "output_type": "latents"}, "output_type"),
+        ({"prompt": "a", "num_videos_per_prompt": 0}, "num_videos_per_prompt"),
+        ({"prompt": ["a", "b"], "generator": [torch.Generator()]}, "one generator per video"),
+        ({"prompt": "a", "callback_on_step_end_tensor_inputs": ("noise",)}, "callback_on_step_end_tensor_inputs"),
     ],
 )
 def test_invalid_calls_say_what_to_fix(pipe, call, message):
@@ -228,3 +232,90 @@ def test_whole_pipeline_saves_and_loads_with_its_language_model(pipe, tmp_path):
     assert type(reloaded.language_model).__name__ == "VideoLaVITForCausalLM"
     expected = pipe("a cat", generator=seeded(), output_type="pt", **FAST).frames
     torch.testing.assert_close(reloaded("a cat", generator=seeded(), output_type="pt", **FAST).frames, expected)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# diffusers conventions
+# ---------------------------------------------------------------------------------------------------------
+def test_callback_sees_every_step_of_both_phases_and_can_replace_latents(pipe):
+    seen = []
+
+    def record(pipeline, step, timestep, tensors):
+        seen.append((pipeline.current_phase, step, tuple(tensors["latents"].shape)))
+        assert pipeline.current_timestep is timestep
+        return {}
+
+    expected = pipe("a cat", num_clips=2, generator=seeded(), output_type="pt", **FAST).frames
+    frames = pipe(
+        "a cat", num_clips=2, generator=seeded(), output_type="pt", callback_on_step_end=record, **FAST
+    ).frames
+    # keyframe 2 steps (the second clip's keyframe starts 85% through: 1 step), video 1 step per clip
+    assert [(phase, step) for phase, step, _ in seen] == [
+        (("keyframe", 0), 0), (("keyframe", 0), 1), (("video", 0), 0), (("keyframe", 1), 0), (("video", 1), 0),
+    ]  # fmt: skip
+    assert seen[0][2] == (1, 4, 4, 4) and seen[2][2] == (1, 24, 4, 4, 4)
+    # a callback that returns nothing changes nothing
+    torch.testing.assert_close(frames, expected, rtol=0, atol=0)
+
+    def zero_video(pipeline, step, timestep, tensors):
+        return {"latents": torch.zeros_like(tensors["latents"])} if pipeline.current_phase[0] == "video" else {}
+
+    zeroed = pipe("a cat", generator=seeded(), output_type="latent", callback_on_step_end=zero_video, **FAST)
+    assert torch.count_nonzero(zeroed.frames) == 0
+
+
+def test_interrupt_stops_every_remaining_denoising_step(pipe):
+    steps = []
+
+    def stop(pipeline, step, timestep, tensors):
+        steps.append(pipeline.current_phase)
+        pipeline._interrupt = True
+        return {}
+
+    output = pipe("a cat", num_clips=2, generator=seeded(), output_type="pt", callback_on_step_end=stop, **FAST)
+    assert steps == [("keyframe", 0)]
+    assert output.frames.shape == (1, 48, 3, 32, 32)
+    pipe("a cat", generator=seeded(), **FAST)
+    assert not pipe.interrupt  # a new call starts uninterrupted
+
+
+def test_latent_output_decodes_to_the_frames(pipe):
+    frames = pipe("a cat", num_clips=2, generator=seeded(1), output_type="pt", **FAST).frames
+    latents = pipe("a cat", num_clips=2, generator=seeded(1), output_type="latent", **FAST).frames
+    assert latents.shape == (1, 48, 4, 4, 4)
+    decoded = torch.cat([pipe.decode_video_latents(clip, 8) for clip in latents.split(24, dim=1)], dim=1)
+    torch.testing.assert_close(decoded, frames, atol=1e-5, rtol=1e-5)
+
+
+def test_videos_per_prompt_with_one_generator_per_video_match_single_runs(pipe):
+    output = pipe(
+        "a cat", num_videos_per_prompt=2, generator=[seeded(5), seeded(6)], output_type="pt", **FAST
+    )
+    assert output.frames.shape == (2, 24, 3, 32, 32) and len(output.keyframes) == 2
+    for row, seed in enumerate((5, 6)):
+        alone = pipe("a cat", generator=seeded(seed), output_type="pt", **FAST).frames[0]
+        # batched rows differ from a batch of one only by float rounding
+        torch.testing.assert_close(output.frames[row], alone, atol=1e-4, rtol=1e-4)
+    # one generator for both videos samples two different videos
+    shared = pipe("a cat", num_videos_per_prompt=2, generator=seeded(5), output_type="pt", **FAST).frames
+    assert not torch.allclose(shared[0], shared[1])
+
+
+def test_attention_kwargs_reach_the_keyframe_unet_processors(pipe):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    received = []
+
+    class Marking(AttnProcessor2_0):
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                     marker=None):  # fmt: skip
+            received.append(marker)
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+    original = pipe.keyframe_unet.attn_processors
+    pipe.keyframe_unet.set_attn_processor(Marking())
+    try:
+        pipe("a cat", generator=seeded(), attention_kwargs={"marker": "here"}, **FAST)
+    finally:
+        pipe.keyframe_unet.set_attn_processor(original)
+    assert received and set(received) == {"here"}

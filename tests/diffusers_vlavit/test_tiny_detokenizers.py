@@ -21,7 +21,10 @@ def test_writes_loadable_keyframe_and_video_pipelines(tmp_path):
 
     keyframe = DiffusionPipeline.from_pretrained(paths["keyframe"], trust_remote_code=True)
     video = DiffusionPipeline.from_pretrained(paths["video"], trust_remote_code=True)
-    assert isinstance(keyframe, VideoLaVITKeyframePipeline) and isinstance(video, VideoLaVITVideoPipeline)
+    # the folders' own copies of the code
+    assert type(keyframe).__name__ == VideoLaVITKeyframePipeline.__name__
+    assert type(video).__name__ == VideoLaVITVideoPipeline.__name__
+    assert (tmp_path / "pipeline_video_lavit.py").is_file(), "the end-to-end pipeline's code"
     # keyframe decoder input = visual codebook rows; U-Net channels = 4 noisy + 4 keyframe + 2 motion
     assert keyframe.keyframe_decoder.config.code_dim == keyframe.visual_tokenizer.config.code_dim
     assert video.unet.config.in_channels == 2 * video.vae.config.latent_channels + 2

@@ -64,7 +64,7 @@ def _argv(parts, out, *extra):
             "--output-dir", str(out), *extra]
 
 
-def test_assembled_checkpoint_loads_everywhere_with_the_trained_parts(scripts, parts, tmp_path):
+def test_assembled_checkpoint_loads_everywhere_with_the_trained_parts(scripts, parts, tmp_path, check_hub_folder):
     script = scripts.load(scripts.examples / "assemble_checkpoint.py")
     out = tmp_path / "ckpt"
     assert script.main(_argv(parts, out)) == 0
@@ -92,6 +92,8 @@ def test_assembled_checkpoint_loads_everywhere_with_the_trained_parts(scripts, p
     image = keyframe(token_ids=[torch.tensor([1, 2, 3])], height=32, width=32, num_inference_steps=2,
                      output_type="np").images
     assert image.shape == (1, 32, 32, 3)
+    # a complete checkpoint: every entry point works without our packages
+    check_hub_folder(out)
 
     # an existing folder is kept unless --overwrite
     assert script.main(_argv(parts, out)) == 2

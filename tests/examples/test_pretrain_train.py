@@ -32,7 +32,8 @@ def pretrain(scripts):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model", with_detokenizers=False)
+    # with detokenizers: the final saves copy them, so their folders are complete checkpoints
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,9 @@ def run_pretraining(pretrain, checkpoint: Path, data: Path, output_dir: Path, *e
     )  # fmt: skip
 
 
-def test_pretrain_loss_falls_on_a_fixed_batch_train(pretrain, checkpoint, model_and_processor, tmp_path):
+def test_pretrain_loss_falls_on_a_fixed_batch_train(
+    pretrain, checkpoint, model_and_processor, tmp_path, check_hub_folder
+):
     data = stored_code_dataset(tmp_path / "data", model_and_processor[0].config)
     trainer = run_pretraining(
         pretrain,
@@ -193,6 +196,8 @@ def test_pretrain_loss_falls_on_a_fixed_batch_train(pretrain, checkpoint, model_
     for name, tensor in start.motion_tokenizer.state_dict().items():
         assert torch.equal(tensor, saved.motion_tokenizer.state_dict()[name]), name
     assert not torch.equal(start.lm_head.weight, saved.lm_head.weight)
+    # the final save is a complete checkpoint: every entry point works without our packages
+    check_hub_folder(tmp_path / "run")
 
 
 def test_pretrain_resume_restores_step_optimizer_and_rng_train(

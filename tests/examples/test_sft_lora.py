@@ -27,7 +27,8 @@ def sft(scripts):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model", with_detokenizers=False)
+    # with detokenizers: the final saves copy them, so their folders are complete checkpoints
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def test_sft_collator_labels_only_assistant_answers(checkpoint, processor, video
         VideoLaVITSFTCollator(processor)([{"messages": [{"role": "user", "content": "hi"}]}])
 
 
-def test_sft_lora_train_save_load_merge(sft, checkpoint, processor, video_path, tmp_path):
+def test_sft_lora_train_save_load_merge(sft, checkpoint, processor, video_path, tmp_path, check_hub_folder):
     from peft import PeftModel
 
     rows = conversations(video_path)
@@ -168,3 +169,5 @@ def test_sft_lora_train_save_load_merge(sft, checkpoint, processor, video_path, 
     torch.testing.assert_close(merged_logits, adapter_logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(saved_logits, adapter_logits, atol=1e-4, rtol=1e-4)
     assert not any("lora" in name for name in merged.state_dict())
+    # the merged folder is a complete checkpoint: every entry point works without our packages
+    check_hub_folder(merged_dir)

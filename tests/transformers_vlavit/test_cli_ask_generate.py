@@ -8,6 +8,7 @@ import av
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoProcessor
 
 from transformers_vlavit.cli import build_parser, main
@@ -79,7 +80,7 @@ def test_generate_runs_on_a_folder_saved_by_the_pipeline(checkpoint, tmp_path):
     from transformers import pipeline
 
     folder = tmp_path / "saved"
-    pipeline("text-to-video", model=str(checkpoint)).save_pretrained(folder)
+    pipeline("text-to-video", model=str(checkpoint), trust_remote_code=True).save_pretrained(folder)
     out = tmp_path / "video.mp4"
     assert main(["generate", "--model", str(folder), "a cat", "--out", str(out), *FAST_GENERATE]) == 0
     assert read_video(out)[0].shape == (24, 32, 32, 3)
@@ -141,3 +142,34 @@ def test_batched_answers_match_one_by_one_answers(checkpoint, media):
     batched = answer_questions(model, processor, video, questions, **settings)
     alone = [answer_questions(model, processor, video, [question], **settings)[0] for question in questions]
     assert batched == alone
+
+
+def test_keyframe_size_keeps_the_video_aspect_ratio_and_the_detokenizer_area():
+    from transformers_vlavit.commands.generate import keyframe_size
+
+    height, width = keyframe_size(320, 576, 1024, 8)  # the released video and keyframe sizes
+    assert (height % 8, width % 8) == (0, 0)
+    assert abs(width / height - 576 / 320) / (576 / 320) < 0.01
+    assert abs(height * width - 1024 * 1024) / (1024 * 1024) < 0.01
+    assert keyframe_size(64, 64, 32, 8) == (32, 32)
+    assert keyframe_size(720, 1280, 1024, 8) == (768, 1368)  # sqrt(1024^2 / (720 * 1280)) = 1.0667
+
+
+def test_generate_renders_a_wide_video_from_a_wide_keyframe(checkpoint, tmp_path):
+    keyframe_latents = []
+
+    def capture(module, args):
+        if type(module).__name__ == "UNet2DConditionModel":
+            keyframe_latents.append(tuple(args[0].shape[-2:]))
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(capture)
+    try:
+        out = tmp_path / "wide.mp4"
+        fast = ["--steps", "1", "--keyframe-steps", "2", "--height", "32", "--width", "64"]
+        assert main(["generate", "--model", str(checkpoint), "a cat", "--out", str(out), *fast]) == 0
+    finally:
+        handle.remove()
+    assert read_video(out)[0].shape == (24, 32, 64, 3)
+    # the tiny keyframe detokenizer renders 64 x 64 (latents 8 x 8): as many pixels at about the video's 1:2
+    # is 48 x 88 in multiples of 8, latents 6 x 11 (a square keyframe would have been 8 x 8)
+    assert set(keyframe_latents) == {(6, 11)}

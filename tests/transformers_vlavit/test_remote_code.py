@@ -64,6 +64,9 @@ def test_save_pretrained_copies_every_code_file(remote_checkpoint, imports_proje
     assert config["auto_map"] == {
         "AutoConfig": "configuration_video_lavit.VideoLaVITConfig",
         "AutoModelForCausalLM": "modeling_video_lavit.VideoLaVITForCausalLM",
+        # the standard understanding pipelines ("image-text-to-text", "any-to-any") load these
+        "AutoModelForImageTextToText": "modeling_video_lavit.VideoLaVITForCausalLM",
+        "AutoModelForMultimodalLM": "modeling_video_lavit.VideoLaVITForCausalLM",
     }
     processor_config = json.loads((checkpoint / "processor_config.json").read_text())
     assert processor_config["auto_map"]["AutoProcessor"] == "processing_video_lavit.VideoLaVITProcessor"

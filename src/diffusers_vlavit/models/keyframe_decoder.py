@@ -8,9 +8,9 @@ SDXL expects (``prompt_embeds``) and pooled by attention into ``pooled_prompt_em
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.attention import AttentionMixin, AttentionModuleMixin, BasicTransformerBlock
+from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
@@ -22,20 +22,54 @@ class TokenCountError(ValueError):
     """Raised when ``token_counts`` does not describe the given code embeddings."""
 
 
-class KeyframeAttentionPool(nn.Module):
+class KeyframeAttentionPoolProcessor:
+    """Default processor of :class:`KeyframeAttentionPool`: mean token and positions, the projections, then
+    diffusers' attention dispatcher (``set_attention_backend`` chooses its kernel; torch SDPA by default)."""
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __call__(self, attn: KeyframeAttentionPool, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``hidden_states [batch, num_positions, hidden_size]`` -> ``[batch, output_dim]``."""
+        batch_size, num_tokens, hidden_size = hidden_states.shape
+        tokens = torch.cat([hidden_states.mean(dim=1, keepdim=True), hidden_states], dim=1)
+        tokens = tokens + attn.positional_embedding[: num_tokens + 1].to(tokens.dtype)
+
+        # the dispatcher's layout: [batch, sequence, heads, head_dim]
+        head_dim = hidden_size // attn.num_attention_heads
+        # only the mean token's output is kept, so it is the only query computed
+        query = attn.q_proj(tokens[:, :1]).view(batch_size, 1, attn.num_attention_heads, head_dim)
+        key = attn.k_proj(tokens).view(batch_size, -1, attn.num_attention_heads, head_dim)
+        value = attn.v_proj(tokens).view(batch_size, -1, attn.num_attention_heads, head_dim)
+        pooled = dispatch_attention_fn(
+            query, key, value, backend=self._attention_backend, parallel_config=self._parallel_config
+        )
+        return attn.c_proj(pooled.reshape(batch_size, hidden_size))
+
+
+class KeyframeAttentionPool(nn.Module, AttentionModuleMixin):
     """Attention pooling of a token sequence into one vector (CLIP-style).
 
     The mean token is prepended, learned positions are added to every token, and the mean token's
-    multi-head attention over all of them, followed by an output projection, is the pooled vector.
+    multi-head attention over all of them, followed by an output projection, is the pooled vector. The
+    attention runs in a diffusers attention processor (:class:`KeyframeAttentionPoolProcessor` by
+    default), so ``set_attn_processor`` and ``set_attention_backend`` of the model reach it.
 
     Args:
         num_positions: number of tokens pooled (the mean token takes one more position).
         hidden_size: width of the pooled tokens.
         num_attention_heads: attention heads.
         output_dim: width of the pooled vector.
+        processor: the attention processor (default: :class:`KeyframeAttentionPoolProcessor`).
     """
 
-    def __init__(self, num_positions: int, hidden_size: int, num_attention_heads: int, output_dim: int):
+    _default_processor_cls = KeyframeAttentionPoolProcessor
+    _available_processors = [KeyframeAttentionPoolProcessor]
+    _supports_qkv_fusion = False
+
+    def __init__(
+        self, num_positions: int, hidden_size: int, num_attention_heads: int, output_dim: int, processor=None
+    ):
         super().__init__()
         if hidden_size % num_attention_heads != 0:
             raise ValueError(
@@ -49,26 +83,14 @@ class KeyframeAttentionPool(nn.Module):
         self.k_proj = nn.Linear(hidden_size, hidden_size)
         self.v_proj = nn.Linear(hidden_size, hidden_size)
         self.c_proj = nn.Linear(hidden_size, output_dim)
+        self.set_processor(processor if processor is not None else self._default_processor_cls())
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Pool ``hidden_states [batch, num_positions, hidden_size]`` into ``[batch, output_dim]``."""
-        batch_size, num_tokens, hidden_size = hidden_states.shape
-        tokens = torch.cat([hidden_states.mean(dim=1, keepdim=True), hidden_states], dim=1)
-        tokens = tokens + self.positional_embedding[: num_tokens + 1].to(tokens.dtype)
-
-        head_dim = hidden_size // self.num_attention_heads
-        # only the mean token's output is kept, so it is the only query computed
-        query = (
-            self.q_proj(tokens[:, :1]).view(batch_size, 1, self.num_attention_heads, head_dim).transpose(1, 2)
-        )
-        key = self.k_proj(tokens).view(batch_size, -1, self.num_attention_heads, head_dim).transpose(1, 2)
-        value = self.v_proj(tokens).view(batch_size, -1, self.num_attention_heads, head_dim).transpose(1, 2)
-        pooled = F.scaled_dot_product_attention(query, key, value)
-        pooled = pooled.transpose(1, 2).reshape(batch_size, hidden_size)
-        return self.c_proj(pooled)
+        return self.processor(self, hidden_states)
 
 
-class KeyframeTokenDecoder(ModelMixin, ConfigMixin):
+class KeyframeTokenDecoder(ModelMixin, ConfigMixin, AttentionMixin):
     """Decode a keyframe's visual code embeddings into SDXL ``prompt_embeds`` and ``pooled_prompt_embeds``.
 
     Learned queries (``num_queries``, 256) go through ``num_layers`` transformer blocks (self-attention,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.attention import FeedForward
+from diffusers.models.attention import AttentionMixin, AttentionModuleMixin, FeedForward
+from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
@@ -22,18 +23,46 @@ class MotionShapeError(ValueError):
     """Raised when a motion tensor does not have the ``[batch, 2, frames, height, width]`` layout."""
 
 
-class MotionSelfAttention(nn.Module):
+class MotionSelfAttentionProcessor:
+    """Default processor of :class:`MotionSelfAttention`: the projections, then diffusers' attention
+    dispatcher (``set_attention_backend`` chooses its kernel; torch SDPA by default)."""
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __call__(self, attn: MotionSelfAttention, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``hidden_states [batch, sequence, dim]`` -> ``[batch, sequence, dim]``."""
+        batch, length, dim = hidden_states.shape
+        # the dispatcher's layout: [batch, sequence, heads, head_dim]
+        shape = (batch, length, attn.num_attention_heads, dim // attn.num_attention_heads)
+        query = attn.to_q(hidden_states).view(shape)
+        key = attn.to_k(hidden_states).view(shape)
+        value = attn.to_v(hidden_states).view(shape)
+        attended = dispatch_attention_fn(
+            query, key, value, backend=self._attention_backend, parallel_config=self._parallel_config
+        )
+        return attn.to_out(attended.reshape(batch, length, dim))
+
+
+class MotionSelfAttention(nn.Module, AttentionModuleMixin):
     """Multi-head self-attention with biased query/value projections and an unbiased key projection.
 
     The key bias is left out on purpose: it would add the same term to every score of a query, which
-    the softmax cancels.
+    the softmax cancels. The attention itself runs in a diffusers attention processor
+    (:class:`MotionSelfAttentionProcessor` by default), so ``set_attn_processor`` and
+    ``set_attention_backend`` of the model reach it.
 
     Args:
         dim: width of the tokens.
         num_attention_heads: number of heads; ``dim`` must be divisible by it.
+        processor: the attention processor (default: :class:`MotionSelfAttentionProcessor`).
     """
 
-    def __init__(self, dim: int, num_attention_heads: int):
+    _default_processor_cls = MotionSelfAttentionProcessor
+    _available_processors = [MotionSelfAttentionProcessor]
+    _supports_qkv_fusion = False
+
+    def __init__(self, dim: int, num_attention_heads: int, processor=None):
         super().__init__()
         if dim % num_attention_heads != 0:
             raise ValueError(f"width {dim} must be divisible by num_attention_heads {num_attention_heads}")
@@ -42,6 +71,7 @@ class MotionSelfAttention(nn.Module):
         self.to_k = nn.Linear(dim, dim, bias=False)
         self.to_v = nn.Linear(dim, dim)
         self.to_out = nn.Linear(dim, dim)
+        self.set_processor(processor if processor is not None else self._default_processor_cls())
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Attend among the tokens of each sequence.
@@ -52,17 +82,7 @@ class MotionSelfAttention(nn.Module):
         Returns:
             ``[batch, sequence, dim]``.
         """
-        batch, length, dim = hidden_states.shape
-        heads = self.num_attention_heads
-
-        def split_heads(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.view(batch, length, heads, dim // heads).transpose(1, 2)
-
-        query = split_heads(self.to_q(hidden_states))
-        key = split_heads(self.to_k(hidden_states))
-        value = split_heads(self.to_v(hidden_states))
-        attended = F.scaled_dot_product_attention(query, key, value)
-        return self.to_out(attended.transpose(1, 2).reshape(batch, length, dim))
+        return self.processor(self, hidden_states)
 
 
 class FactorizedSpatioTemporalBlock(nn.Module):
@@ -103,7 +123,7 @@ class FactorizedSpatioTemporalBlock(nn.Module):
         return temporal.view(batch, cells, frames, dim).transpose(1, 2)
 
 
-class MotionConditionEncoder(ModelMixin, ConfigMixin):
+class MotionConditionEncoder(ModelMixin, ConfigMixin, AttentionMixin):
     """Encoder of Video-LaVIT's motion condition (the video detokenizer's cross-attention context).
 
     Args:

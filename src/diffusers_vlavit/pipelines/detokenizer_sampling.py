@@ -18,6 +18,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 # on_step_end(step, timestep, latents), called after each scheduler step, returns the latents to go on with
 StepEndCallback = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+# interrupted() -> True stops a loop before its next step (diffusers' `pipe.interrupt`)
+InterruptCheck = Callable[[], bool]
 
 
 @contextmanager
@@ -83,6 +85,8 @@ def denoise_keyframe_latents(
     progress_bar,
     step_kwargs: dict | None = None,
     on_step_end: StepEndCallback | None = None,
+    cross_attention_kwargs: dict | None = None,
+    interrupted: InterruptCheck | None = None,
 ) -> torch.Tensor:
     """Run an SDXL-style U-Net over ``timesteps`` under classifier-free guidance (when above 1).
 
@@ -97,12 +101,16 @@ def denoise_keyframe_latents(
         progress_bar: an object with ``update()`` (the pipeline's ``progress_bar(total=...)``).
         step_kwargs: extra keyword arguments of ``scheduler.step`` (``generator``, ``eta``).
         on_step_end: see :data:`StepEndCallback`.
+        cross_attention_kwargs: passed to the U-Net's attention processors (e.g. ``{"scale": 0.5}``).
+        interrupted: see :data:`InterruptCheck`; the latents reached so far are returned.
 
     Returns:
         The denoised latents ``[batch, 4, h, w]``.
     """
     do_guidance = guidance_scale > 1
     for step, t in enumerate(timesteps):
+        if interrupted is not None and interrupted():
+            break
         model_input = torch.cat([latents] * 2) if do_guidance else latents
         model_input = scheduler.scale_model_input(model_input, t)
         noise_pred = unet(
@@ -110,6 +118,7 @@ def denoise_keyframe_latents(
             t,
             encoder_hidden_states=prompt_embeds,
             added_cond_kwargs={"text_embeds": pooled_prompt_embeds, "time_ids": add_time_ids},
+            cross_attention_kwargs=cross_attention_kwargs,
             return_dict=False,
         )[0]
         if do_guidance:
@@ -133,6 +142,7 @@ def denoise_clip_latents(
     do_guidance: bool,
     progress_bar,
     on_step_end: StepEndCallback | None = None,
+    interrupted: InterruptCheck | None = None,
 ) -> torch.Tensor:
     """Run the motion-conditioned spatio-temporal U-Net over ``timesteps`` (SVD-style EDM sampling).
 
@@ -148,12 +158,15 @@ def denoise_clip_latents(
         do_guidance: whether the inputs carry the unconditional half.
         progress_bar: an object with ``update()``.
         on_step_end: see :data:`StepEndCallback`.
+        interrupted: see :data:`InterruptCheck`; the latents reached so far are returned.
 
     Returns:
         The denoised latents ``[batch, frames, 4, h, w]``.
     """
     dtype = condition_latents.dtype
     for step, t in enumerate(timesteps):
+        if interrupted is not None and interrupted():
+            break
         model_input = torch.cat([latents] * 2) if do_guidance else latents
         model_input = scheduler.scale_model_input(model_input, t)
         model_input = torch.cat([model_input, condition_latents], dim=2)

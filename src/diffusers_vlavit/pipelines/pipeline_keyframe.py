@@ -1,4 +1,9 @@
-"""Keyframe detokenizer: Video-LaVIT visual codes (or an image, tokenized on the way) -> image, with SDXL."""
+"""Keyframe detokenizer: Video-LaVIT visual codes (or an image, tokenized on the way) -> image, with SDXL.
+
+This module imports only torch, PIL, transformers, diffusers and its siblings, never the project's packages:
+`save_pretrained` copies it next to the weights, so the saved folder loads with
+`DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` where they are not installed.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,13 @@ from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 from diffusers.models import AutoencoderKL, UNet2DConditionModel
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers import KarrasDiffusionSchedulers
+from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
+from transformers import PreTrainedModel
+from transformers.image_processing_backends import PilBackend
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 
-from transformers_vlavit.image_processing_video_lavit import VideoLaVITImageProcessor
-from transformers_vlavit.modeling_visual_tokenizer import VideoLaVITVisualTokenizer
-
-from ..models.keyframe_decoder import KeyframeTokenDecoder
 from .detokenizer_sampling import (
     denoise_keyframe_latents,
     scheduler_step_kwargs,
@@ -38,6 +43,21 @@ EXAMPLE_DOC_STRING = """
         >>> images = pipe(token_ids=codes, generator=torch.Generator().manual_seed(0)).images
         ```
 """
+
+
+# `transformers_vlavit.VideoLaVITImageProcessor`'s settings (a test keeps them equal): the visual tokenizer's
+# 224 x 224 bicubic resize without crop, then CLIP normalisation
+VISUAL_TOKENIZER_PREPROCESSING = {
+    "resample": PILImageResampling.BICUBIC,
+    "image_mean": OPENAI_CLIP_MEAN,
+    "image_std": OPENAI_CLIP_STD,
+    "size": {"height": 224, "width": 224},
+    "do_resize": True,
+    "do_center_crop": False,
+    "do_rescale": True,
+    "do_normalize": True,
+    "do_convert_rgb": True,
+}
 
 
 class KeyframeInputError(ValueError):
@@ -67,11 +87,11 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
 
     def __init__(
         self,
-        keyframe_decoder: KeyframeTokenDecoder,
+        keyframe_decoder: ModelMixin,
         unet: UNet2DConditionModel,
         vae: AutoencoderKL,
         scheduler: KarrasDiffusionSchedulers,
-        visual_tokenizer: VideoLaVITVisualTokenizer | None = None,
+        visual_tokenizer: PreTrainedModel | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -86,7 +106,13 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         )
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         # the visual tokenizer's own preprocessing (224 bicubic + CLIP normalisation)
-        self.tokenizer_image_processor = VideoLaVITImageProcessor()
+        self.tokenizer_image_processor = PilBackend(**VISUAL_TOKENIZER_PREPROCESSING)
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` (from ``callback_on_step_end``) to stop denoising; the latents
+        reached so far are decoded."""
+        return getattr(self, "_interrupt", False)
 
     @property
     def guidance_scale(self) -> float:
@@ -263,6 +289,7 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
+        attention_kwargs: dict | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""Render one image per keyframe.
 
@@ -286,7 +313,9 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
                 in [0, 1]) or ``"latent"``.
             return_dict: return an :class:`ImagePipelineOutput` instead of a tuple.
             callback_on_step_end: ``callback(pipe, step, timestep, tensors) -> dict`` called after every step.
-            callback_on_step_end_tensor_inputs: names of the tensors passed to the callback.
+            callback_on_step_end_tensor_inputs: names of the tensors passed to the callback; the callback may
+                set ``pipe._interrupt = True`` to stop denoising.
+            attention_kwargs: passed to the U-Net's attention processors (e.g. ``{"scale": 0.5}`` with LoRA).
 
         Returns:
             :class:`ImagePipelineOutput` with ``images`` (or the tuple ``(images,)``).
@@ -305,6 +334,7 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
             if name not in self._callback_tensor_inputs:
                 raise KeyframeInputError(f"{name!r} is not one of {self._callback_tensor_inputs}")
         self._guidance_scale = guidance_scale
+        self._interrupt = False
         device = self._execution_device
 
         # 2. Keyframe codes -> code embeddings
@@ -368,6 +398,8 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
                 progress_bar,
                 step_kwargs=extra_step_kwargs,
                 on_step_end=on_step_end,
+                cross_attention_kwargs=attention_kwargs,
+                interrupted=lambda: self.interrupt,
             )
 
         # 7. Decode

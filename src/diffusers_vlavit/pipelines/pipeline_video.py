@@ -1,4 +1,9 @@
-"""Video detokenizer: a keyframe plus motion (tokens or a motion grid) -> a clip of frames."""
+"""Video detokenizer: a keyframe plus motion (tokens or a motion grid) -> a clip of frames.
+
+This module imports only torch, NumPy, PIL, transformers, diffusers and its siblings, never the project's
+packages: `save_pretrained` copies it next to the weights, so the saved folder loads with
+`DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` where they are not installed.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +16,14 @@ import torch
 import torch.nn.functional as F
 from diffusers.image_processor import PipelineImageInput
 from diffusers.models import AutoencoderKLTemporalDecoder
+from diffusers.models.modeling_utils import ModelMixin
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers import EulerDiscreteScheduler
 from diffusers.utils import BaseOutput, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
+from transformers import PreTrainedModel
 
-from transformers_vlavit.modeling_motion_tokenizer import VideoLaVITMotionTokenizer
-
-from ..models.motion_condition_encoder import MotionConditionEncoder
-from ..models.unet_spatio_temporal_motion import UNetSpatioTemporalMotionModel
 from .detokenizer_sampling import (
     decode_clip_latents,
     denoise_clip_latents,
@@ -87,11 +90,11 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
 
     def __init__(
         self,
-        unet: UNetSpatioTemporalMotionModel,
-        motion_encoder: MotionConditionEncoder,
+        unet: ModelMixin,
+        motion_encoder: ModelMixin,
         vae: AutoencoderKLTemporalDecoder,
         scheduler: EulerDiscreteScheduler,
-        motion_tokenizer: VideoLaVITMotionTokenizer | None = None,
+        motion_tokenizer: PreTrainedModel | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -108,6 +111,12 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         self.video_processor = VideoProcessor(
             do_resize=True, vae_scale_factor=self.vae_scale_factor, resample="bicubic"
         )
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` (from ``callback_on_step_end``) to stop denoising; the latents
+        reached so far are decoded."""
+        return getattr(self, "_interrupt", False)
 
     @property
     def guidance_scale(self) -> torch.Tensor | float:
@@ -275,7 +284,8 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
             return_dict: return a :class:`VideoLaVITVideoPipelineOutput` instead of a tuple.
             callback_on_step_end: ``callback(pipe, step, timestep, tensors) -> dict`` called after every step.
-            callback_on_step_end_tensor_inputs: names of the tensors passed to the callback.
+            callback_on_step_end_tensor_inputs: names of the tensors passed to the callback; the callback may
+                set ``pipe._interrupt = True`` to stop denoising.
 
         Returns:
             :class:`VideoLaVITVideoPipelineOutput` with ``frames`` (or the tuple ``(frames,)``);
@@ -295,6 +305,7 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         device = self._execution_device
         dtype = self.unet.dtype
         self._guidance_scale = max_guidance_scale
+        self._interrupt = False
 
         # 2. Motion at latent resolution and its cross-attention features
         motion_latents = self.motion_at_latent_size(motion_ids, motion, height, width, device)
@@ -369,6 +380,7 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
                 self.do_classifier_free_guidance,
                 progress_bar,
                 on_step_end=on_step_end,
+                interrupted=lambda: self.interrupt,
             )
 
         # 9. Decode

@@ -6,9 +6,9 @@ The language model samples each clip's keyframe codes and 135 motion codes; the 
 24 frames from the keyframe and the decoded motion. In a long video every keyframe after the first is
 diffused from the previous clip's last frame, re-noised to 85% of the keyframe schedule.
 
-This module imports only torch, NumPy, PIL, transformers, diffusers and its sibling `detokenizer_sampling`
-(just as self-contained), never the project's packages: `save_pretrained` writes both next to the weights
-(with the detokenizer model modules, which are self-contained too), so
+This module imports only torch, NumPy, PIL, transformers, diffusers and its siblings `detokenizer_sampling`
+and `loading` (just as self-contained), never the project's packages: `save_pretrained` writes them next to
+the weights (with the detokenizer model modules, which are self-contained too), so
 `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True, language_model=..., processor=...)`
 rebuilds the pipeline where `diffusers_vlavit` is not installed.
 
@@ -30,11 +30,8 @@ the components actually loaded. These are weight sizes; activation peaks were no
 
 from __future__ import annotations
 
-import inspect
-import json
-import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +48,7 @@ from diffusers.video_processor import VideoProcessor
 from transformers import PreTrainedModel, ProcessorMixin
 
 from .detokenizer_sampling import (
+    StepEndCallback,
     decode_clip_latents,
     denoise_clip_latents,
     denoise_keyframe_latents,
@@ -59,11 +57,10 @@ from .detokenizer_sampling import (
     upcast_vae,
     with_zero_unconditional,
 )
+from .loading import CustomPipelineSavingMixin, copy_module_files
 
 logger = logging.get_logger(__name__)
 
-# libraries diffusers imports component classes from by itself
-_NATIVE_LIBRARIES = ("diffusers", "transformers")
 # components that the language model checkpoint already holds; saved here only on request
 _LANGUAGE_COMPONENTS = ("language_model", "processor")
 
@@ -89,17 +86,6 @@ class VideoLaVITPipelineOutput(BaseOutput):
     fps: int
 
 
-def _self_contained_source(cls: type) -> Path | None:
-    """The source file of ``cls`` when it imports nothing relative (so it can travel alone), else None."""
-    source = inspect.getsourcefile(cls)
-    if source is None:
-        return None
-    text = Path(source).read_text(encoding="utf-8")
-    if any(line.lstrip().startswith("from .") for line in text.splitlines()):
-        return None
-    return Path(source)
-
-
 def _onload(component: torch.nn.Module) -> None:
     """Move an offloaded component to the GPU before calling a method other than ``forward`` on it.
 
@@ -120,7 +106,7 @@ def _resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return resized.clamp(0, 1)
 
 
-class VideoLaVITPipeline(DiffusionPipeline):
+class VideoLaVITPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
     r"""Video-LaVIT text-to-video, image-to-video and long-video generation.
 
     Args:
@@ -163,6 +149,7 @@ class VideoLaVITPipeline(DiffusionPipeline):
         "language_model->keyframe_decoder->keyframe_unet->keyframe_vae->motion_encoder->unet->vae"
     )
     _optional_components = ["language_model", "processor"]
+    _callback_tensor_inputs = ["latents"]
 
     def __init__(
         self,
@@ -195,6 +182,31 @@ class VideoLaVITPipeline(DiffusionPipeline):
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.keyframe_vae_scale_factor)
         # the reference resizes keyframes bicubically
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor, resample="bicubic")
+        self._interrupt = False
+        self._current_timestep = None
+        self._current_phase = None
+        self._attention_kwargs = None
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` (from ``callback_on_step_end``) to stop denoising: every remaining
+        step of every keyframe and clip is skipped and what was reached is decoded."""
+        return self._interrupt
+
+    @property
+    def current_timestep(self) -> torch.Tensor | None:
+        """Timestep of the denoising step that just ran (None outside a call)."""
+        return self._current_timestep
+
+    @property
+    def current_phase(self) -> tuple[str, int] | None:
+        """``("keyframe" | "video", clip index)`` of the running denoising loop (None outside a call)."""
+        return self._current_phase
+
+    @property
+    def attention_kwargs(self) -> dict[str, Any] | None:
+        """The running call's ``attention_kwargs``."""
+        return self._attention_kwargs
 
     @classmethod
     def from_detokenizer_pipelines(
@@ -226,6 +238,15 @@ class VideoLaVITPipeline(DiffusionPipeline):
     # ----------------------------------------------------------------------------------------------
     # saving
     # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def save_code(cls, folder) -> None:
+        """Copy this pipeline's module and its sibling modules into ``folder``.
+
+        A checkpoint's ``detokenizer/`` that holds the keyframe and video pipelines gets this code next to
+        them, so the text-to-video pipeline assembles this class from the folder alone (no package needed).
+        """
+        copy_module_files(cls, folder)
+
     def save_pretrained(self, save_directory, include_language_model: bool = True, **kwargs) -> None:
         """Save every component, this module and the detokenizer model modules as loadable custom code.
 
@@ -242,29 +263,6 @@ class VideoLaVITPipeline(DiffusionPipeline):
             type(self)(**components).save_pretrained(save_directory, **kwargs)
             return
         super().save_pretrained(save_directory, **kwargs)
-        folder = Path(save_directory)
-        index_path = folder / self.config_name
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-        for name, entry in index.items():
-            if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
-                continue
-            if entry[0].split(".")[0] in _NATIVE_LIBRARIES:
-                continue
-            source = _self_contained_source(type(getattr(self, name)))
-            if source is None:
-                logger.warning(
-                    f"{name} ({entry[0]}) imports sibling modules, so its code is not copied; loading this "
-                    f"folder will need the package that provides {entry[0]} installed."
-                )
-                continue
-            shutil.copyfile(source, folder / name / source.name)
-            index[name] = [source.stem, entry[1]]
-        own_source = Path(inspect.getsourcefile(type(self)))
-        # the sampling helpers are this module's one relative import; diffusers loads them from beside it
-        for source in (own_source, Path(inspect.getsourcefile(denoise_clip_latents))):
-            shutil.copyfile(source, folder / source.name)
-        index["_class_name"] = [own_source.stem, type(self).__name__]
-        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     # ----------------------------------------------------------------------------------------------
     # memory
@@ -301,6 +299,10 @@ class VideoLaVITPipeline(DiffusionPipeline):
         width: int,
         keyframe_height: int,
         keyframe_width: int,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
     ) -> tuple[list[str], list[PIL.Image.Image] | None]:
         """Validate the call and return the prompts and images as lists of equal length."""
         if self.language_model is None:
@@ -313,6 +315,21 @@ class VideoLaVITPipeline(DiffusionPipeline):
             raise VideoLaVITPipelineInputError("pass a prompt, an image, or both")
         if num_clips < 1:
             raise VideoLaVITPipelineInputError(f"num_clips must be at least 1, got {num_clips}")
+        if num_videos_per_prompt < 1:
+            raise VideoLaVITPipelineInputError(
+                f"num_videos_per_prompt must be at least 1, got {num_videos_per_prompt}"
+            )
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise VideoLaVITPipelineInputError(
+                f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}"
+            )
+        unknown = [
+            name for name in callback_on_step_end_tensor_inputs if name not in self._callback_tensor_inputs
+        ]
+        if unknown:
+            raise VideoLaVITPipelineInputError(
+                f"callback_on_step_end_tensor_inputs {unknown} are not among {self._callback_tensor_inputs}"
+            )
         for name, size, factor in (
             ("height", height, self.vae_scale_factor),
             ("width", width, self.vae_scale_factor),
@@ -337,6 +354,12 @@ class VideoLaVITPipeline(DiffusionPipeline):
         if images is not None and len(images) != len(prompts):
             raise VideoLaVITPipelineInputError(
                 f"{len(prompts)} prompts but {len(images)} images; give one image per prompt"
+            )
+        videos = len(prompts) * num_videos_per_prompt
+        if isinstance(generator, list) and len(generator) != videos:
+            raise VideoLaVITPipelineInputError(
+                f"{len(generator)} generators for {videos} videos ({len(prompts)} prompts x "
+                f"num_videos_per_prompt={num_videos_per_prompt}); give one generator per video or a single one"
             )
         return prompts, images
 
@@ -390,11 +413,13 @@ class VideoLaVITPipeline(DiffusionPipeline):
         num_clips: int,
         latent_height: int,
         latent_width: int,
-        generator: torch.Generator | None,
+        generator: torch.Generator | list[torch.Generator] | None,
         negative_prompt: str | list[str] | None = None,
         **sampling: Any,
     ) -> tuple[Any, list[tuple[torch.Tensor, torch.Tensor] | None], list[torch.Tensor]]:
         """Sample every clip's codes and turn them into detokenizer inputs while the language model is loaded.
+
+        With a list of generators (one per video), each video's codes are sampled with its own generator.
 
         Returns:
             The language model's `VideoLaVITVideoTokensOutput`; per clip, the keyframe code embeddings
@@ -408,9 +433,7 @@ class VideoLaVITPipeline(DiffusionPipeline):
         pixel_values = None
         if images is not None:
             pixel_values = self.preprocess_keyframe_images(images).to(device=device, dtype=model.dtype)
-        tokens = model.generate_video_tokens(
-            **encoded, pixel_values=pixel_values, num_clips=num_clips, generator=generator, **sampling
-        )
+        tokens = self._sample_video_tokens(encoded, pixel_values, num_clips, generator, sampling)
         keyframe_codes = []
         for clip in range(num_clips):
             if clip == 0 and images is not None:
@@ -428,6 +451,43 @@ class VideoLaVITPipeline(DiffusionPipeline):
             for clip in range(num_clips)
         ]
         return tokens, keyframe_codes, motion
+
+    def _sample_video_tokens(
+        self,
+        encoded: dict[str, torch.Tensor | None],
+        pixel_values: torch.Tensor | None,
+        num_clips: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        sampling: dict[str, Any],
+    ):
+        """`generate_video_tokens` for the whole batch, or row by row when each video has its own generator."""
+        model = self.language_model
+        if not isinstance(generator, list):
+            return model.generate_video_tokens(
+                **encoded, pixel_values=pixel_values, num_clips=num_clips, generator=generator, **sampling
+            )
+        rows = []
+        for row, row_generator in enumerate(generator):
+            # a row keeps its left padding (the model drops it); a single row (one negative prompt for
+            # all) is shared
+            row_inputs = {
+                name: value if value is None or value.shape[0] == 1 else value[row : row + 1]
+                for name, value in encoded.items()
+            }
+            rows.append(
+                model.generate_video_tokens(
+                    **row_inputs,
+                    pixel_values=None if pixel_values is None else pixel_values[row : row + 1],
+                    num_clips=num_clips,
+                    generator=row_generator,
+                    **sampling,
+                )
+            )
+        return type(rows[0])(
+            keyframe_ids=[clips for output in rows for clips in output.keyframe_ids],
+            motion_ids=torch.cat([output.motion_ids for output in rows]),
+            sequences=[sequence for output in rows for sequence in output.sequences],
+        )
 
     # ----------------------------------------------------------------------------------------------
     # keyframe detokenizer
@@ -457,9 +517,11 @@ class VideoLaVITPipeline(DiffusionPipeline):
         width: int,
         num_inference_steps: int,
         guidance_scale: float,
-        generator: torch.Generator | None,
+        generator: torch.Generator | list[torch.Generator] | None,
         init_images: torch.Tensor | None = None,
         renoise_level: float = 0.85,
+        on_step_end: StepEndCallback | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """Keyframe codes -> keyframes ``[batch, 3, height, width]`` in [0, 1].
 
@@ -470,6 +532,8 @@ class VideoLaVITPipeline(DiffusionPipeline):
                 found ``renoise_level`` of the way through the schedule (the previous clip's last frame in a
                 long video) and run only the remaining steps; None starts from pure noise.
             renoise_level: fraction of the schedule skipped when starting from ``init_images``.
+            on_step_end: called after every denoising step (see ``detokenizer_sampling.StepEndCallback``).
+            attention_kwargs: passed to the keyframe U-Net's attention processors.
         """
         device = self._execution_device
         batch_size = len(token_counts)
@@ -517,6 +581,9 @@ class VideoLaVITPipeline(DiffusionPipeline):
                 guidance_scale,
                 progress_bar,
                 step_kwargs=scheduler_step_kwargs(scheduler, generator),
+                on_step_end=on_step_end,
+                cross_attention_kwargs=attention_kwargs,
+                interrupted=lambda: self.interrupt,
             )
         return self.decode_keyframe_latents(latents)
 
@@ -542,10 +609,13 @@ class VideoLaVITPipeline(DiffusionPipeline):
         motion_bucket_id: int,
         noise_aug_strength: float,
         decode_chunk_size: int,
-        generator: torch.Generator | None,
+        generator: torch.Generator | list[torch.Generator] | None,
+        on_step_end: StepEndCallback | None = None,
+        decode: bool = True,
     ) -> torch.Tensor:
         """Keyframes ``[batch, 3, H, W]`` in [0, 1] + motion ``[batch, 2, frames, H / 8, W / 8]`` (detokenizer
-        scale) -> frames ``[batch, frames, 3, H, W]`` in [0, 1]."""
+        scale) -> frames ``[batch, frames, 3, H, W]`` in [0, 1], or with ``decode=False`` the denoised
+        latents ``[batch, frames, 4, H / 8, W / 8]``; ``on_step_end`` is called after every denoising step."""
         device = self._execution_device
         dtype = self.unet.dtype
         batch_size, _, num_frames = motion.shape[:3]
@@ -593,8 +663,10 @@ class VideoLaVITPipeline(DiffusionPipeline):
                 guidance,
                 do_guidance,
                 progress_bar,
+                on_step_end=on_step_end,
+                interrupted=lambda: self.interrupt,
             )
-        return self.decode_video_latents(latents, decode_chunk_size)
+        return self.decode_video_latents(latents, decode_chunk_size) if decode else latents
 
     # ----------------------------------------------------------------------------------------------
     # call
@@ -628,11 +700,15 @@ class VideoLaVITPipeline(DiffusionPipeline):
         motion_bucket_id: int = 127,
         noise_aug_strength: float = 0.02,
         decode_chunk_size: int | None = 8,
-        generator: torch.Generator | None = None,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
+        attention_kwargs: dict[str, Any] | None = None,
     ) -> VideoLaVITPipelineOutput | tuple:
-        r"""Generate one video per prompt.
+        r"""Generate ``num_videos_per_prompt`` videos per prompt.
 
         Args:
             prompt: text prompt(s); may be omitted for image-to-video.
@@ -657,9 +733,20 @@ class VideoLaVITPipeline(DiffusionPipeline):
                 the reference's choice: arg-max in text-to-video, ``do_sample`` for a given image's motion.
             fps, motion_bucket_id, noise_aug_strength: the video detokenizer's added time ids (6, 127, 0.02).
             decode_chunk_size: frames decoded by the temporal VAE at once (memory vs speed).
-            generator: one torch generator driving the token sampling and every diffusion noise.
-            output_type: ``"pil"``, ``"np"`` or ``"pt"``.
+            num_videos_per_prompt: videos sampled per prompt (and image), one after another in the output.
+            generator: one torch generator driving the token sampling and every diffusion noise, or one per
+                video (``len(prompts) * num_videos_per_prompt``), each driving only its video.
+            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (the video U-Net's denoised latents
+                ``[batch, num_clips * frames, 4, H / 8, W / 8]``; only clips that a later clip continues from
+                are decoded, for their last frame).
             return_dict: return a :class:`VideoLaVITPipelineOutput` instead of a tuple.
+            callback_on_step_end: ``callback(pipe, step, timestep, tensors) -> dict`` called after every
+                denoising step of every keyframe and every clip (``pipe.current_phase`` says which); a
+                returned ``"latents"`` replaces the latents, ``pipe._interrupt = True`` stops denoising.
+            callback_on_step_end_tensor_inputs: names of the tensors passed to the callback
+                (``_callback_tensor_inputs``: ``"latents"``).
+            attention_kwargs: passed to the keyframe U-Net's attention processors (e.g. ``{"scale": 0.5}``
+                with LoRA); Stable Video Diffusion's video U-Net takes none.
 
         Returns:
             :class:`VideoLaVITPipelineOutput` (or the tuple ``(frames, keyframes)``).
@@ -673,15 +760,39 @@ class VideoLaVITPipeline(DiffusionPipeline):
         keyframe_width = (
             keyframe_width or self.keyframe_unet.config.sample_size * self.keyframe_vae_scale_factor
         )
-        if output_type not in ("pil", "np", "pt"):
-            raise VideoLaVITPipelineInputError(
-                f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}"
-            )
 
-        # 1. Check inputs
+        # 1. Check inputs; one row per video
         prompts, images = self.check_inputs(
-            prompt, image, num_clips, height, width, keyframe_height, keyframe_width
+            prompt,
+            image,
+            num_clips,
+            height,
+            width,
+            keyframe_height,
+            keyframe_width,
+            num_videos_per_prompt,
+            generator,
+            output_type,
+            callback_on_step_end_tensor_inputs,
         )
+        if num_videos_per_prompt > 1:
+            prompts = [item for item in prompts for _ in range(num_videos_per_prompt)]
+            if images is not None:
+                images = [item for item in images for _ in range(num_videos_per_prompt)]
+            if isinstance(negative_prompt, list):
+                negative_prompt = [item for item in negative_prompt for _ in range(num_videos_per_prompt)]
+        self._interrupt = False
+        self._attention_kwargs = attention_kwargs
+
+        def on_step_end(step: int, timestep: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+            self._current_timestep = timestep
+            if callback_on_step_end is None:
+                return latents
+            tensors = {"latents": latents}
+            outputs = callback_on_step_end(
+                self, step, timestep, {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
+            )
+            return outputs.pop("latents", latents)
 
         # 2. Language model: keyframe and motion codes of every clip
         _, keyframe_codes, motion = self.generate_clip_tokens(
@@ -704,6 +815,7 @@ class VideoLaVITPipeline(DiffusionPipeline):
         # 3. Detokenize clip by clip: keyframe, then its 24 frames
         clips, keyframes_per_clip, last_frames = [], [], None
         for clip in range(num_clips):
+            self._current_phase = ("keyframe", clip)
             if keyframe_codes[clip] is None:
                 keyframes = (
                     self.video_processor.preprocess(images, height=height, width=width).float() / 2 + 0.5
@@ -718,9 +830,13 @@ class VideoLaVITPipeline(DiffusionPipeline):
                     generator=generator,
                     init_images=last_frames,
                     renoise_level=keyframe_renoise_level,
+                    on_step_end=on_step_end,
+                    attention_kwargs=attention_kwargs,
                 )
             keyframes_per_clip.append(keyframes.cpu())
-            frames = self.render_clip(
+            self._current_phase = ("video", clip)
+            chunk = decode_chunk_size or motion[clip].shape[2]
+            latents = self.render_clip(
                 _resize(keyframes, height, width),
                 motion[clip],
                 num_inference_steps=num_inference_steps,
@@ -730,14 +846,20 @@ class VideoLaVITPipeline(DiffusionPipeline):
                 fps=fps,
                 motion_bucket_id=motion_bucket_id,
                 noise_aug_strength=noise_aug_strength,
-                decode_chunk_size=decode_chunk_size or motion[clip].shape[2],
+                decode_chunk_size=chunk,
                 generator=generator,
+                on_step_end=on_step_end,
+                decode=False,
             )
-            last_frames = frames[:, -1]
-            clips.append(frames.cpu())
+            # the next keyframe continues from this clip's last frame, so that clip is decoded in any case
+            if output_type != "latent" or clip < num_clips - 1:
+                frames = self.decode_video_latents(latents, chunk)
+                last_frames = frames[:, -1]
+            clips.append((latents if output_type == "latent" else frames).cpu())
+        self._current_timestep = self._current_phase = None
 
         # 4. Outputs
-        video = torch.cat(clips, dim=1)  # [batch, num_clips * frames, 3, H, W]
+        video = torch.cat(clips, dim=1)  # [batch, num_clips * frames, 3 (4 for latents), H (h), W (w)]
         keyframes = [
             [
                 self.image_processor.pt_to_numpy(clip_keyframes[row : row + 1])
@@ -746,7 +868,7 @@ class VideoLaVITPipeline(DiffusionPipeline):
             for row in range(video.shape[0])
         ]
         keyframes = [[self.image_processor.numpy_to_pil(array)[0] for array in row] for row in keyframes]
-        if output_type == "pt":
+        if output_type in ("pt", "latent"):
             frames = video
         elif output_type == "np":
             frames = video.permute(0, 1, 3, 4, 2).numpy()

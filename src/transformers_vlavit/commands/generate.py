@@ -3,12 +3,15 @@
 Runs ``pipeline("text-to-video", model=DIR)``: the language model samples each clip's keyframe and motion
 tokens, the detokenizers render them, and the frames (24 per clip, 6 fps) are written as an H.264 MP4 with
 PyAV. ``--clips N`` makes an N x 4 s video; ``--cpu-offload`` keeps only the running component on the GPU
-(see ``VideoLaVITPipeline`` for the memory plan).
+(see ``VideoLaVITPipeline`` for the memory plan). The keyframe is rendered with the video's aspect ratio
+(``--height/--width``) at the keyframe detokenizer's own number of pixels, unless
+``--keyframe-height/--keyframe-width`` say otherwise, so a 16:9 video does not start from a squashed square.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from .ask import DTYPES
@@ -43,6 +46,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--width", type=int, help="video width (default: the detokenizer's, 576 when released)"
     )
     parser.add_argument(
+        "--keyframe-height",
+        type=int,
+        help="keyframe rendering height (default: the video's aspect ratio at the keyframe detokenizer's size)",
+    )
+    parser.add_argument(
+        "--keyframe-width",
+        type=int,
+        help="keyframe rendering width (default: the video's aspect ratio at the keyframe detokenizer's size)",
+    )
+    parser.add_argument(
         "--keyframe-guidance", type=float, default=4.0, help="LLM guidance on keyframe tokens"
     )
     parser.add_argument("--motion-guidance", type=float, default=7.0, help="LLM guidance on motion tokens")
@@ -64,6 +77,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep only the running component on --device (needs an accelerator)",
     )
     parser.set_defaults(func=run)
+
+
+def keyframe_size(height: int, width: int, base_size: int, multiple: int) -> tuple[int, int]:
+    """The keyframe ``(height, width)`` with the aspect ratio of a ``height x width`` video and about the
+    pixels of a ``base_size`` square (the keyframe detokenizer's own size), both multiples of ``multiple``."""
+    scale = math.sqrt(base_size * base_size / (height * width))
+    return tuple(max(multiple, round(side * scale / multiple) * multiple) for side in (height, width))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,14 +115,29 @@ def run(args: argparse.Namespace) -> int:
         raise model_load_error("--model", args.model, error) from error
     if args.cpu_offload:
         pipe.enable_model_cpu_offload(device=args.device)
+    sizes = {
+        "height": args.height,
+        "width": args.width,
+        "keyframe_height": args.keyframe_height,
+        "keyframe_width": args.keyframe_width,
+    }
+    # the default video size is square like the default keyframe: only a given video size can change the shape
+    if args.keyframe_height is None and args.keyframe_width is None and (args.height or args.width):
+        detokenizer = pipe.detokenizer
+        video_height = args.height or detokenizer.unet.config.sample_size * detokenizer.vae_scale_factor
+        video_width = args.width or detokenizer.unet.config.sample_size * detokenizer.vae_scale_factor
+        if video_height != video_width:
+            base = detokenizer.keyframe_unet.config.sample_size * detokenizer.keyframe_vae_scale_factor
+            sizes["keyframe_height"], sizes["keyframe_width"] = keyframe_size(
+                video_height, video_width, base, detokenizer.keyframe_vae_scale_factor
+            )
     inputs = {"prompt": args.prompt, "image": image}
     result = pipe(
         inputs,
         num_clips=args.clips,
         num_inference_steps=args.steps,
         keyframe_num_inference_steps=args.keyframe_steps,
-        height=args.height,
-        width=args.width,
+        **sizes,
         keyframe_guidance_scale=args.keyframe_guidance,
         motion_guidance_scale=args.motion_guidance,
         decoder_guidance_scale=args.decoder_guidance,

@@ -51,7 +51,7 @@ from ..image_processing_video_lavit import VideoLaVITImageProcessor
 from ..modeling_motion_tokenizer import VideoLaVITMotionTokenizer
 from ..modeling_video_lavit import VideoLaVITForCausalLM
 from ..modeling_visual_tokenizer import VideoLaVITVisualTokenizer
-from ..pipeline_text_to_video import DETOKENIZER_FOLDER
+from ..pipeline_text_to_video import DETOKENIZER_FOLDER, write_text_to_video_task
 from ..processing_video_lavit import VICUNA_V1_CHAT_TEMPLATE, VideoLaVITProcessor
 from ..tokenizer_training import (
     IMAGE_PLACEHOLDER,
@@ -669,6 +669,7 @@ def convert_video_lavit(
 
     def write_generation_model() -> None:
         convert_causal_lm(files, config, False, dtype).save_pretrained(out_dir, max_shard_size=max_shard_size)
+        write_text_to_video_task(out_dir)
 
     def write_understanding_model() -> None:
         model = convert_causal_lm(files, understanding_config, True, dtype)
@@ -683,6 +684,10 @@ def convert_video_lavit(
             files, config, dtype, component_configs.get("motion_condition_encoder")
         )
         pipeline.save_pretrained(detokenizers / VIDEO_PIPELINE_FOLDER, **save)
+        # the end-to-end pipeline's code, which the text-to-video pipeline assembles the two into
+        from diffusers_vlavit import VideoLaVITPipeline
+
+        VideoLaVITPipeline.save_code(detokenizers)
 
     units = {
         "processor": write_processors,
