@@ -58,6 +58,23 @@ def parse_training_args(parser: argparse.ArgumentParser, argv: list[str] | None)
     return args
 
 
+def media_files(entries: Sequence[str], suffixes: set[str]) -> list[Path]:
+    """The files of `entries`: files as given, folders searched (sorted) for `suffixes` (lower-case, with dot).
+
+    Raises:
+        FileNotFoundError: an entry is neither a file nor a folder.
+    """
+    paths = []
+    for entry in map(Path, entries):
+        if entry.is_dir():
+            paths += sorted(p for p in entry.iterdir() if p.suffix.lower() in suffixes)
+        elif entry.is_file():
+            paths.append(entry)
+        else:
+            raise FileNotFoundError(f"{entry}: no such file or folder")
+    return paths
+
+
 def to_pixels(images: Sequence[Image.Image], height: int, width: int) -> torch.Tensor:
     """PIL images -> `[N, 3, height, width]` float32 in [-1, 1] (bicubic resize), the VAE's input range."""
     arrays = [np.asarray(image.convert("RGB").resize((width, height), Image.BICUBIC)) for image in images]

@@ -46,6 +46,7 @@ from detokenizer_training import (
     DashedArgumentParser,
     add_training_arguments,
     build_accelerator,
+    media_files,
     parse_training_args,
     run_training,
     to_pixels,
@@ -88,15 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def video_files(entries: list[str]) -> list[Path]:
     """Video files of `entries` (folders are searched for video suffixes)."""
-    paths = []
-    for entry in map(Path, entries):
-        if entry.is_dir():
-            paths += sorted(p for p in entry.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-        elif entry.is_file():
-            paths.append(entry)
-        else:
-            raise AutoencoderTrainingError(f"{entry}: no such file or folder")
-    return paths
+    try:
+        return media_files(entries, VIDEO_SUFFIXES)
+    except FileNotFoundError as error:
+        raise AutoencoderTrainingError(str(error)) from error
 
 
 def samples_of_video(path: Path, args: argparse.Namespace) -> list[torch.Tensor]:

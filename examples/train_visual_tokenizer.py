@@ -48,6 +48,7 @@ from detokenizer_training import (
     DashedArgumentParser,
     add_training_arguments,
     build_accelerator,
+    media_files,
     parse_training_args,
     run_training,
 )
@@ -141,15 +142,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _files(entries: list[str], suffixes: set[str]) -> list[Path]:
-    paths = []
-    for entry in map(Path, entries):
-        if entry.is_dir():
-            paths += sorted(p for p in entry.iterdir() if p.suffix.lower() in suffixes)
-        elif entry.is_file():
-            paths.append(entry)
-        else:
-            raise VisualTokenizerTrainingError(f"{entry}: no such file or folder")
-    return paths
+    """`media_files` with this script's error type."""
+    try:
+        return media_files(entries, suffixes)
+    except FileNotFoundError as error:
+        raise VisualTokenizerTrainingError(str(error)) from error
 
 
 def training_images(args: argparse.Namespace) -> list[Image.Image]:
