@@ -167,7 +167,10 @@ def test_saved_pipeline_runs_as_remote_code_without_the_packages(
 @pytest.mark.parametrize("options", [{}, {"dtype": torch.bfloat16}, {"model_kwargs": {"device_map": "cpu"}}])
 def test_saved_processor_holds_only_processor_settings(checkpoint, tmp_path, options):
     # pipeline() forwards the model's loading options (dtype, device_map) to AutoProcessor as well
-    text_to_video = pipeline("text-to-video", model=str(checkpoint), **options)
+    # pipeline_class runs the installed pipeline (the folder also names its own copy as custom code)
+    text_to_video = pipeline(
+        "text-to-video", model=str(checkpoint), pipeline_class=VideoLaVITTextToVideoPipeline, **options
+    )
     text_to_video.save_pretrained(tmp_path / "saved")
     saved = [path for path in (tmp_path / "saved").glob("*.json") if path.name != "config.json"]
     assert {"tokenizer_config.json", "processor_config.json"} <= {path.name for path in saved}
