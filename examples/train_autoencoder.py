@@ -98,10 +98,9 @@ def video_files(entries: list[str]) -> list[Path]:
 def samples_of_video(path: Path, args: argparse.Namespace) -> list[torch.Tensor]:
     """Training samples of one video: frames `[3, H, W]` (image) or clips `[T, 3, H, W]` (video), in [-1, 1]."""
     height, width = args.resolution
-    frames = to_pixels(read_frames(path, args.fps), height, width)
     if args.kind == "image":
-        chosen = np.linspace(0, len(frames) - 1, min(args.frames_per_video, len(frames))).round().astype(int)
-        return [frames[index] for index in chosen]
+        return list(to_pixels(read_frames(path, args.fps, evenly=args.frames_per_video), height, width))
+    frames = to_pixels(read_frames(path, args.fps), height, width)
     if len(frames) < args.num_frames:
         return []
     return [frames[start : start + args.num_frames] for start in range(0, len(frames) - args.num_frames + 1, args.num_frames)]

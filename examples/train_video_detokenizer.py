@@ -44,6 +44,7 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
 from accelerate.utils import set_seed
 from PIL import Image
@@ -90,20 +91,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parse_training_args(parser, argv)
 
 
-def read_frames(path: str | Path, fps: float) -> list[Image.Image]:
-    """The video's frames resampled to `fps`: frame `i` is the source frame on screen at time `i / fps`."""
+def read_frames(path: str | Path, fps: float, evenly: int | None = None) -> list[Image.Image]:
+    """The video's frames resampled to `fps`: frame `i` is the source frame on screen at time `i / fps`.
+
+    With `evenly=N`, only N of those frames, evenly spaced (first and last included), are returned. Only the
+    frames returned are converted to RGB (the conversion costs far more than decoding small frames).
+    """
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        decoded = [(float(frame.time or 0.0), frame.to_image()) for frame in container.decode(stream)]
+        decoded = [(float(frame.time or 0.0), frame) for frame in container.decode(stream)]
     if not decoded:
         raise VideoDetokenizerTrainingError(f"{path} has no video frames.")
     start, end = decoded[0][0], decoded[-1][0]
-    frames, source = [], 0
+    sources, source = [], 0
     for index in range(round((end - start) * fps) + 1):
         while source + 1 < len(decoded) and decoded[source + 1][0] - start <= index / fps + 1e-6:
             source += 1
-        frames.append(decoded[source][1])
-    return frames
+        sources.append(source)
+    if evenly is not None:
+        chosen = np.linspace(0, len(sources) - 1, min(evenly, len(sources))).round().astype(int)
+        sources = [sources[index] for index in chosen]
+    images = {index: decoded[index][1].to_image() for index in set(sources)}
+    return [images[index] for index in sources]
 
 
 def video_clips(path: str | Path, args: argparse.Namespace) -> list[dict[str, torch.Tensor]]:

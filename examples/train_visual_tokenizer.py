@@ -37,7 +37,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate.utils import set_seed
 from PIL import Image
@@ -153,9 +152,7 @@ def training_images(args: argparse.Namespace) -> list[Image.Image]:
     """Every training image: frames of `--videos`, files of `--images`, keyframes of `--dataset`."""
     images = []
     for path in _files(args.videos, VIDEO_SUFFIXES):
-        frames = read_frames(path, DEFAULT_FPS)
-        chosen = np.linspace(0, len(frames) - 1, min(args.frames_per_video, len(frames))).round().astype(int)
-        images += [frames[index].convert("RGB") for index in chosen]
+        images += [frame.convert("RGB") for frame in read_frames(path, DEFAULT_FPS, evenly=args.frames_per_video)]
     images += [Image.open(path).convert("RGB") for path in _files(args.images, IMAGE_SUFFIXES)]
     if args.dataset:
         dataset = load_prepared_dataset(args.dataset)
