@@ -8,7 +8,9 @@ answers only (`VideoLaVITSFTCollator`: `-100` on the system prompt, the user tur
 visual/motion positions and the padding).
 
 With `--use_lora`, only LoRA matrices on the language model's linear layers (attention and MLP
-projections of every decoder layer, never the tokenizers) are trained; `save_model` writes the adapter,
+projections of every decoder layer, never the tokenizers) are trained (plus the visual tokenizer's
+`vit_proj` projection into the LLM's space with `--train_projection`, which a model trained from scratch
+needs: pre-training sees keyframes only as discrete codes, so that projection is still untrained); `save_model` writes the adapter,
 which loads with `PeftModel.from_pretrained(base_model, adapter_dir)` and merges with
 `merge_and_unload()`; `--merged_output_dir DIR` also writes the merged model. Without LoRA, the whole
 language model is fine-tuned and the two tokenizers stay frozen.
@@ -51,6 +53,8 @@ from transformers_vlavit.prepared_data import load_prepared_dataset
 from transformers_vlavit.synthetic_video import write_training_sample_video
 
 # the decoder layers' linear projections of the language model; the tokenizers' modules never match
+# the understanding projection of the visual tokenizer (`--train_projection`)
+PROJECTION = "vit_proj"
 LLM_LINEAR_LAYERS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 SYNTHETIC_ANSWERS = (
     "Colored shapes drift over a panning texture.",
@@ -86,6 +90,13 @@ class SFTScriptArguments:
     merged_output_dir: str | None = field(
         default=None, metadata={"help": "Also save the LoRA-merged model here."}
     )
+    train_projection: bool = field(
+        default=False,
+        metadata={
+            "help": "Also train the visual tokenizer's `vit_proj` (its features -> the LLM's input space), as "
+            "LLaVA trains its projector; with --use_lora it is saved with the adapter (`modules_to_save`)."
+        },
+    )
 
 
 class VideoLaVITSFTTrainer(SFTTrainer):
@@ -106,6 +117,7 @@ def lora_config(args: SFTScriptArguments) -> LoraConfig:
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
         target_modules=LLM_LINEAR_LAYERS,
+        modules_to_save=[PROJECTION] if args.train_projection else None,
         task_type="CAUSAL_LM",
     )
 
@@ -181,6 +193,8 @@ def build_trainer(args: SFTScriptArguments, training_args: SFTConfig) -> VideoLa
     processor = VideoLaVITProcessor.from_pretrained(args.model)
     model.visual_tokenizer.requires_grad_(False)
     model.motion_tokenizer.requires_grad_(False)
+    if args.train_projection and not args.use_lora:
+        getattr(model.visual_tokenizer, PROJECTION).requires_grad_(True)
     # the collator builds the labels, and its columns are not forward arguments
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     training_args.remove_unused_columns = False

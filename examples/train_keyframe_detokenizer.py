@@ -11,7 +11,8 @@ unconditional branch for classifier-free guidance.
 
 Trained: the keyframe token decoder and the U-Net. Frozen: the VAE and the visual tokenizer.
 
-Data: image files or folders (`--images`), or the keyframes of `--synthetic_videos N` synthetic videos.
+Data: image files or folders (`--images`), the clip keyframes of `datasets/prepare_video_text.py` folders
+(`--dataset`), or the keyframes of `--synthetic_videos N` synthetic videos.
 Start from a keyframe-detokenizer pipeline folder (`--pipeline`, for example
 `tiny-video-lavit/detokenizer/keyframe`); the trained pipeline is saved to `--output_dir`. With
 `accelerate`: mixed precision, gradient accumulation, `save_state` checkpoints (`--checkpointing_steps`)
@@ -49,6 +50,7 @@ from detokenizer_training import (
 
 from diffusers_vlavit.pipelines.pipeline_keyframe import VideoLaVITKeyframePipeline
 from transformers_vlavit import decompose_video
+from transformers_vlavit.prepared_data import load_prepared_dataset
 from transformers_vlavit.synthetic_video import write_training_sample_video
 from transformers_vlavit.video_decomposition import DEFAULT_FPS
 
@@ -66,6 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pipeline", required=True, help="keyframe-detokenizer pipeline folder to start from"
     )
     parser.add_argument("--images", nargs="*", default=[], help="image files or folders of images")
+    parser.add_argument(
+        "--dataset",
+        nargs="*",
+        default=[],
+        help="folders of datasets/prepare_video_text.py: the keyframe of every clip (rows with an error skipped)",
+    )
     parser.add_argument(
         "--synthetic_videos", type=int, default=0, help="add the keyframes of N synthetic videos"
     )
@@ -86,12 +94,24 @@ def training_images(args: argparse.Namespace) -> list[Image.Image]:
             else [entry]
         )
         images += [Image.open(path).convert("RGB") for path in files]
+    for folder in args.dataset:
+        images += prepared_keyframes(folder)
     for index in range(args.synthetic_videos):
         video = write_training_sample_video(fps=DEFAULT_FPS, seed=args.seed + index)
         images += decompose_video(video).keyframes
     if not images:
-        raise KeyframeDetokenizerTrainingError("no images: pass --images or --synthetic_videos.")
+        raise KeyframeDetokenizerTrainingError("no images: pass --images, --dataset or --synthetic_videos.")
     return images
+
+
+def prepared_keyframes(folder: str) -> list[Image.Image]:
+    """The keyframes (one RGB image per clip) of a prepared video-text folder; rows with an `error` are skipped."""
+    rows = load_prepared_dataset(folder)
+    if "keyframes" not in rows.column_names:
+        raise KeyframeDetokenizerTrainingError(f"{folder}: no 'keyframes' column (columns: {rows.column_names})")
+    if "error" in rows.column_names:
+        rows = rows.filter(lambda error: not error, input_columns="error")
+    return [image.convert("RGB") for keyframes in rows["keyframes"] for image in keyframes]
 
 
 def collate(images: list[Image.Image], height: int, width: int) -> dict:

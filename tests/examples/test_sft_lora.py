@@ -171,3 +171,27 @@ def test_sft_lora_train_save_load_merge(sft, checkpoint, processor, video_path, 
     assert not any("lora" in name for name in merged.state_dict())
     # the merged folder is a complete checkpoint: every entry point works without our packages
     check_hub_folder(merged_dir)
+
+
+def test_sft_lora_train_projection_trains_and_merges_only_the_projection(sft, checkpoint, video_path, tmp_path):
+    rows = [row for row in conversations(video_path) if row["videos"]]
+    data = tmp_path / "conversations"
+    Dataset.from_list(rows * 2).save_to_disk(data)
+    output_dir, merged_dir = tmp_path / "adapter", tmp_path / "merged"
+    trainer = sft.main(
+        [
+            "--model", str(checkpoint), "--train_data", str(data), "--use_lora", "--train_projection",
+            "--lora_r", "4", "--output_dir", str(output_dir), "--merged_output_dir", str(merged_dir),
+            "--max_steps", "3", "--per_device_train_batch_size", "2", "--learning_rate", "1e-2",
+            "--logging_steps", "1", "--use_cpu", "--bf16", "false", "--gradient_checkpointing", "false",
+            "--report_to", "none", "--save_strategy", "no", "--seed", "0",
+        ]
+    )  # fmt: skip
+    trainable = {name for name, parameter in trainer.model.named_parameters() if parameter.requires_grad}
+    projection = {name for name in trainable if "vit_proj" in name}
+    assert projection and all("lora_" in name for name in trainable - projection)
+
+    base = VideoLaVITForCausalLM.from_pretrained(checkpoint).visual_tokenizer.state_dict()
+    merged = VideoLaVITForCausalLM.from_pretrained(merged_dir).visual_tokenizer.state_dict()
+    changed = {name for name in base if not torch.equal(base[name], merged[name])}
+    assert changed and all(name.startswith("vit_proj.") for name in changed)

@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output MP4 file")
     parser.add_argument("--image", type=Path, help="image-to-video: this image is the first clip's keyframe")
     parser.add_argument(
+        "--sheet", type=Path, help="also write a PNG contact sheet of the video (6 evenly spaced frames per clip)"
+    )
+    parser.add_argument(
         "--clips", type=int, default=1, help="clips of 24 frames (4 s) to generate (default 1)"
     )
     parser.add_argument(
@@ -92,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandInputError("give a prompt, --image, or both")
     check_model(args.model)
     check_output_file(args.out)
+    if args.sheet is not None:
+        check_output_file(args.sheet)
     image = read_image(args.image) if args.image is not None else None
 
     import torch
@@ -149,4 +154,10 @@ def run(args: argparse.Namespace) -> int:
     )
     write_video(result["frames"], args.out, fps=result["fps"])
     print(f"{len(result['frames'])} frames at {result['fps']} fps written to {args.out}")
+    if args.sheet is not None:
+        from ..evaluation.report import contact_sheet, sample_frames
+
+        caption = args.prompt if args.prompt is not None else f"after {args.image.name}"
+        contact_sheet([(sample_frames(args.out, 6 * args.clips), caption)], args.sheet, frames_per_row=6 * args.clips)
+        print(f"contact sheet written to {args.sheet}")
     return 0
