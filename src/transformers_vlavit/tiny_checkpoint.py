@@ -19,7 +19,8 @@ from transformers.utils import logging
 from .configuration_video_lavit import VideoLaVITConfig
 from .image_processing_video_lavit import VideoLaVITImageProcessor
 from .modeling_video_lavit import VideoLaVITForCausalLM
-from .pipeline_text_to_video import DETOKENIZER_FOLDER, write_text_to_video_task
+from .layout import DETOKENIZER_FOLDER
+from .pipeline_text_to_video import write_text_to_video_task
 from .processing_video_lavit import VICUNA_V1_CHAT_TEMPLATE, VideoLaVITProcessor
 from .tokenizer_training import train_video_lavit_tokenizer
 
