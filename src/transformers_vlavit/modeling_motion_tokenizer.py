@@ -19,6 +19,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
 from .configuration_motion_tokenizer import DOWNSAMPLE_KERNEL_SIZE, VideoLaVITMotionTokenizerConfig
+from .motion_grid import resize_motion_frames
 from .quantization import TanhProjection, init_unit_codebook_, nearest_code_ids
 
 logger = logging.get_logger(__name__)
@@ -110,6 +111,8 @@ class VideoLaVITMotionMLP(nn.Module):
         return self.fc2(self.activation(self.fc1(hidden_states)))
 
 
+# `diffusers_vlavit.models.motion_condition_encoder.FactorizedSpatioTemporalBlock` is adapted from this block
+# (self-contained custom code there, and different released weight names)
 class VideoLaVITMotionBlock(GradientCheckpointingLayer):
     """
     Factorised spatio-temporal transformer block (pre-LayerNorm): attention among the cells of each frame,
@@ -455,10 +458,7 @@ class VideoLaVITMotionTokenizer(VideoLaVITMotionTokenizerPreTrainedModel):
         and divided by `config.motion_scale_factor`. `[B, num_tokens] -> [B, 2, num_frames, height, width]`.
         """
         motion = self.decode(ids)
-        batch_size, channels, frames = motion.shape[:3]
-        per_frame = motion.transpose(1, 2).flatten(0, 1).float()
-        resized = F.interpolate(per_frame, size=(height, width), mode="bicubic", align_corners=False)
-        resized = resized.view(batch_size, frames, channels, height, width).transpose(1, 2)
+        resized = resize_motion_frames(motion, (height, width))
         return (resized / self.config.motion_scale_factor).to(motion.dtype)
 
     def forward(

@@ -70,6 +70,18 @@ class VideoLaVITTokenRangeLogitsProcessor(LogitsProcessor):
         return scores.masked_fill(~allowed, -float("inf"))
 
 
+class _ConfigField:
+    """Read-only attribute that returns the same-named field of its owner's `config`."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance, owner: type | None = None):
+        if instance is None:
+            return self
+        return getattr(instance.config, self.name)
+
+
 class VideoLaVITVocabularyMapping:
     """
     Maps the tokenizers' 0-based code ids to language-model vocabulary ids and back, and builds the
@@ -87,15 +99,18 @@ class VideoLaVITVocabularyMapping:
     ```
     """
 
+    # the token layout, read from the config (its one source of truth), never copied
+    image_start_token_id = _ConfigField()
+    image_end_token_id = _ConfigField()
+    visual_token_offset = _ConfigField()
+    visual_codebook_size = _ConfigField()
+    motion_start_token_id = _ConfigField()
+    motion_end_token_id = _ConfigField()
+    motion_token_offset = _ConfigField()
+    motion_codebook_size = _ConfigField()
+
     def __init__(self, config: VideoLaVITConfig):
-        self.image_start_token_id = config.image_start_token_id
-        self.image_end_token_id = config.image_end_token_id
-        self.visual_token_offset = config.visual_token_offset
-        self.visual_codebook_size = config.visual_codebook_size
-        self.motion_start_token_id = config.motion_start_token_id
-        self.motion_end_token_id = config.motion_end_token_id
-        self.motion_token_offset = config.motion_token_offset
-        self.motion_codebook_size = config.motion_codebook_size
+        self.config = config
 
     def visual_to_vocab(self, codes: torch.LongTensor) -> torch.LongTensor:
         """0-based visual codes `[...]` -> vocabulary ids `[...]`."""
