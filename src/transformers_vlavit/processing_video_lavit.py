@@ -16,7 +16,7 @@ import torch
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpack, VideosKwargs
 
-from .configuration_video_lavit import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
+from .tokenizer_training import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
 from .video_decomposition import VideoDecomposition, decompose_video
 
 # The reference's Vicuna-v1 conversation (`conversation.py`, `default_conversation`): the system
