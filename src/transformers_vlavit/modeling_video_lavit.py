@@ -8,6 +8,7 @@ tokens) and, per clip of a video, followed by `[motion_start] 135 motion-code em
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -207,6 +208,28 @@ class _ExpandedBatch:
     visual_embeds: torch.Tensor | None  # [batch, max_features, hidden], features in marker order
 
 
+@dataclass
+class _Segment:
+    """The ids replacing one `<image>` / `<video>` placeholder (internal).
+
+    `ids [n]` are vocabulary ids; the `k` positions equal to `image_token_id` are feature slots, filled in
+    order from `features [k, hidden]` (None when the segment has no slots, as in pre-training).
+    """
+
+    ids: torch.LongTensor
+    features: torch.Tensor | None = None
+
+
+@dataclass
+class _ExpandedRow:
+    """One row of `input_ids` with its placeholders replaced (internal): `ids [n]`, `labels [n]` and the
+    features of its slots `[k, hidden]` (None without slots)."""
+
+    ids: torch.LongTensor
+    labels: torch.LongTensor
+    features: torch.Tensor | None
+
+
 def _left_pad(sequences: list[torch.LongTensor], pad_id: int) -> tuple[torch.LongTensor, torch.LongTensor]:
     """1-D sequences -> left-padded `ids [n, max_len]` and `attention_mask [n, max_len]`."""
     length = max(len(sequence) for sequence in sequences)
@@ -365,64 +388,79 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor,
         labels: torch.LongTensor | None,
-        image_segments: list[tuple[torch.LongTensor, torch.Tensor | None]],
-        video_segments: list[tuple[torch.LongTensor, torch.Tensor | None]],
-        segment_labels: bool,
+        *,
+        image_segments: list[_Segment],
+        video_segments: list[_Segment],
+        label_segments: bool,
         padding_side: str,
     ) -> _ExpandedBatch:
         """
-        Replace every placeholder by its id segment and re-pad the batch.
+        Replace every placeholder of `input_ids [batch, length]` by its segment and re-pad the batch.
 
-        `image_segments` / `video_segments` hold, in placeholder order over the whole batch, one
-        `(ids [n], features [k, hidden] or None)` pair per image / video: the vocabulary ids replacing
-        the placeholder, where the `k` positions equal to `image_token_id` are feature slots filled in
-        order from `features`. Inserted positions get label `-100`, or their own ids if `segment_labels`.
+        `image_segments` / `video_segments` hold one [`_Segment`] per image / video, in placeholder order over
+        the whole batch. Inserted positions get label `-100`, or their own ids with `label_segments`.
         """
         image_token_id, video_token_id = self.config.image_token_id, self.config.video_token_id
         segments = {image_token_id: iter(image_segments), video_token_id: iter(video_segments)}
-        rows_ids, rows_labels, rows_features = [], [], []
+        rows = []
         for row in range(input_ids.shape[0]):
             keep = attention_mask[row].bool()
             ids = input_ids[row][keep]
             row_labels = labels[row][keep] if labels is not None else ids
-            pieces, label_pieces, row_features = [], [], []
-            start = 0
-            is_placeholder = (ids == image_token_id) | (ids == video_token_id)
-            for position in is_placeholder.nonzero().flatten().tolist():
-                segment, features = next(segments[int(ids[position])])
-                segment = segment.to(ids.device)
-                pieces += [ids[start:position], segment]
-                inserted_labels = segment if segment_labels else torch.full_like(segment, IGNORE_INDEX)
-                label_pieces += [row_labels[start:position], inserted_labels]
-                if features is not None:
-                    row_features.append(features)
-                start = position + 1
-            pieces.append(ids[start:])
-            label_pieces.append(row_labels[start:])
-            rows_ids.append(torch.cat(pieces))
-            rows_labels.append(torch.cat(label_pieces))
-            rows_features.append(torch.cat(row_features) if row_features else None)
+            rows.append(self._expand_row(ids, row_labels, segments, label_segments))
 
-        length = max(len(ids) for ids in rows_ids)
-        batch_size = len(rows_ids)
+        length = max(len(row.ids) for row in rows)
+        batch_size = len(rows)
         new_ids = input_ids.new_full((batch_size, length), self._pad_token_id)
         new_mask = attention_mask.new_zeros((batch_size, length))
         new_labels = input_ids.new_full((batch_size, length), IGNORE_INDEX)
-        for row, ids in enumerate(rows_ids):
-            span = slice(length - len(ids), length) if padding_side == "left" else slice(0, len(ids))
-            new_ids[row, span] = ids
-            new_mask[row, span] = 1
-            new_labels[row, span] = rows_labels[row]
-
-        visual_embeds = None
-        present = [features for features in rows_features if features is not None]
-        if present:
-            count = max(len(features) for features in present)
-            visual_embeds = present[0].new_zeros((batch_size, count, present[0].shape[-1]))
-            for row, features in enumerate(rows_features):
-                if features is not None:
-                    visual_embeds[row, : len(features)] = features
+        for index, row in enumerate(rows):
+            span = slice(length - len(row.ids), length) if padding_side == "left" else slice(0, len(row.ids))
+            new_ids[index, span] = row.ids
+            new_mask[index, span] = 1
+            new_labels[index, span] = row.labels
+        visual_embeds = self._stack_row_features([row.features for row in rows])
         return _ExpandedBatch(new_ids, new_mask, new_labels if labels is not None else None, visual_embeds)
+
+    def _expand_row(
+        self,
+        ids: torch.LongTensor,
+        labels: torch.LongTensor,
+        segments: dict[int, Iterator[_Segment]],
+        label_segments: bool,
+    ) -> _ExpandedRow:
+        """One unpadded row `ids [n]` / `labels [n]` with each placeholder replaced by the next segment of
+        its kind (`segments`: placeholder id -> iterator over that kind's segments)."""
+        is_placeholder = (ids == self.config.image_token_id) | (ids == self.config.video_token_id)
+        pieces, label_pieces, features = [], [], []
+        start = 0
+        for position in is_placeholder.nonzero().flatten().tolist():
+            segment = next(segments[int(ids[position])])
+            segment_ids = segment.ids.to(ids.device)
+            pieces += [ids[start:position], segment_ids]
+            inserted = segment_ids if label_segments else torch.full_like(segment_ids, IGNORE_INDEX)
+            label_pieces += [labels[start:position], inserted]
+            if segment.features is not None:
+                features.append(segment.features)
+            start = position + 1
+        pieces.append(ids[start:])
+        label_pieces.append(labels[start:])
+        row_features = torch.cat(features) if features else None
+        return _ExpandedRow(torch.cat(pieces), torch.cat(label_pieces), row_features)
+
+    @staticmethod
+    def _stack_row_features(rows_features: list[torch.Tensor | None]) -> torch.Tensor | None:
+        """Per-row slot features (`[k_i, hidden]` or None) -> `[batch, max k_i, hidden]` zero-padded, or None
+        when no row has any."""
+        present = [features for features in rows_features if features is not None]
+        if not present:
+            return None
+        count = max(len(features) for features in present)
+        visual_embeds = present[0].new_zeros((len(rows_features), count, present[0].shape[-1]))
+        for row, features in enumerate(rows_features):
+            if features is not None:
+                visual_embeds[row, : len(features)] = features
+        return visual_embeds
 
     def prepare_multimodal_inputs(
         self,
@@ -461,7 +499,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         image_segments, video_segments = [], []
         if pixel_values is not None:
             for features in self.get_image_features(pixel_values):
-                image_segments.append((keyframe_slots(features), features))
+                image_segments.append(_Segment(keyframe_slots(features), features))
         if pixel_values_videos is not None:
             keyframe_features = self.get_image_features(pixel_values_videos)
             motion_ids = self.get_motion_ids(motion_vectors).to(input_ids.device)
@@ -473,11 +511,17 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
                     for i in clips
                 ]
                 features = torch.cat([keyframe_features[i] for i in clips])
-                video_segments.append((torch.cat(ids), features))
+                video_segments.append(_Segment(torch.cat(ids), features))
                 clip += num_clips
         padding_side = padding_side or self._padding_side(attention_mask)
         return self._expand_placeholders(
-            input_ids, attention_mask, labels, image_segments, video_segments, False, padding_side
+            input_ids,
+            attention_mask,
+            labels,
+            image_segments=image_segments,
+            video_segments=video_segments,
+            label_segments=False,
+            padding_side=padding_side,
         )
 
     @torch.no_grad()
@@ -522,7 +566,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         image_segments, video_segments = [], []
         if pixel_values is not None:
             for codes in self._tokenize_images(pixel_values, sample, generator):
-                image_segments.append((mapping.image_ids(codes.to(input_ids.device)), None))
+                image_segments.append(_Segment(mapping.image_ids(codes.to(input_ids.device))))
         if pixel_values_videos is not None:
             keyframe_codes = self._tokenize_images(pixel_values_videos, sample, generator)
             motion_codes = self.motion_tokenizer.encode(
@@ -536,17 +580,17 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
                     )
                     for i in range(clip, clip + num_clips)
                 ]
-                video_segments.append((torch.cat(clips), None))
+                video_segments.append(_Segment(torch.cat(clips)))
                 clip += num_clips
         labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
         expanded = self._expand_placeholders(
             input_ids,
             attention_mask,
             labels,
-            image_segments,
-            video_segments,
-            True,
-            self._padding_side(attention_mask),
+            image_segments=image_segments,
+            video_segments=video_segments,
+            label_segments=True,
+            padding_side=self._padding_side(attention_mask),
         )
         return {
             "input_ids": expanded.input_ids,
