@@ -1,4 +1,4 @@
-"""The packages' import structure: one direction between them, no circle inside them, every module importable alone.
+"""Import structure: one direction between the packages, no circle in them, every module importable alone.
 
 Rule: `diffusers_vlavit` may import `transformers_vlavit`; `transformers_vlavit` imports `diffusers_vlavit`
 only inside the functions that need it (the text-to-video task, the converter's detokenizer part, the CLI).
@@ -112,11 +112,11 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_scan_sees_the_packages():
     graph = _import_graph()
-    assert {"transformers_vlavit.modeling_video_lavit", "transformers_vlavit.layout", "diffusers_vlavit.tiny"} <= set(
-        graph
-    )
+    some = ("transformers_vlavit.modeling_video_lavit", "transformers_vlavit.layout", "diffusers_vlavit.tiny")
+    assert set(some) <= set(graph)
     # the scan resolves relative imports, package inits and absolute imports of the other package
-    assert "transformers_vlavit.configuration_video_lavit" in graph["transformers_vlavit.modeling_video_lavit"]
+    modeling = graph["transformers_vlavit.modeling_video_lavit"]
+    assert "transformers_vlavit.configuration_video_lavit" in modeling
     assert "transformers_vlavit" in graph["diffusers_vlavit.tiny"]
 
 
@@ -145,7 +145,8 @@ for name in names:
         importlib.import_module(name)
     except Exception:
         failures[name] = traceback.format_exc(limit=-3)
-    if name.startswith(("diffusers_vlavit.models", "diffusers_vlavit.pipelines")) and "transformers_vlavit" in sys.modules:
+    diffusers_side = name.startswith(("diffusers_vlavit.models", "diffusers_vlavit.pipelines"))
+    if diffusers_side and "transformers_vlavit" in sys.modules:
         loads_transformers_side.append(name)
 print(json.dumps({"failures": failures, "loads_transformers_side": loads_transformers_side}))
 """

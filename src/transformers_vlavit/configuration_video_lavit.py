@@ -28,7 +28,7 @@ from .configuration_motion_tokenizer import VideoLaVITMotionTokenizerConfig
 from .configuration_visual_tokenizer import VideoLaVITVisualTokenizerConfig
 
 # the strings of the layout's special tokens, and of the two placeholders the processor writes for the ids
-# `image_token_id` / `video_token_id` (the tokenizer, the processor, the converter and the data scripts use these)
+# `image_token_id` / `video_token_id` (used by the tokenizer, the processor, the converter, the data scripts)
 IMAGE_START_TOKEN = "<|image_start|>"
 IMAGE_END_TOKEN = "<|image_end|>"
 MOTION_START_TOKEN = "<|motion_start|>"

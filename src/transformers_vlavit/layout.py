@@ -1,14 +1,14 @@
-"""Names of the folders and files of a Video-LaVIT checkpoint: the one this project writes and the released one.
+"""Names of the folders and files of a Video-LaVIT checkpoint: the one this project writes, the released one.
 
 The project's layout (written by `vlavit convert`, `vlavit tiny-checkpoint`, `examples/assemble_checkpoint.py`
 and the training scripts)::
 
-    <folder>/                           VideoLaVITForCausalLM (generation weights, both tokenizers) + processor,
-                                        pipeline_text_to_video.py (the `text-to-video` task as custom code)
-    <folder>/understanding/             the same classes with the understanding (SFT) weights (converted only)
-    <folder>/detokenizer/               pipeline_video_lavit.py (diffusers' VideoLaVITPipeline as custom code)
-    <folder>/detokenizer/keyframe/      VideoLaVITKeyframePipeline
-    <folder>/detokenizer/video/         VideoLaVITVideoPipeline
+    <folder>/                       VideoLaVITForCausalLM (generation weights, both tokenizers) + processor,
+                                    pipeline_text_to_video.py (the `text-to-video` task as custom code)
+    <folder>/understanding/         the same classes with the understanding (SFT) weights (converted only)
+    <folder>/detokenizer/           pipeline_video_lavit.py (diffusers' VideoLaVITPipeline as custom code)
+    <folder>/detokenizer/keyframe/  VideoLaVITKeyframePipeline
+    <folder>/detokenizer/video/     VideoLaVITVideoPipeline
 
 The released layout (`rain1011/Video-LaVIT-v1`, read by `conversion.convert`)::
 

@@ -92,7 +92,8 @@ def write_text_to_video_task(
     """Register `text-to-video` in a saved model folder as transformers custom-pipeline code.
 
     Adds the task to `custom_pipelines` in `folder/config.json` (what `Pipeline.save_pretrained` writes) and
-    copies this module (and `layout.py`, which it imports) there, so that `pipeline("text-to-video", model=folder, trust_remote_code=True)` (or
+    copies this module (and `layout.py`, which it imports) there, so that
+    `pipeline("text-to-video", model=folder, trust_remote_code=True)` (or
     `pipeline(model=folder, trust_remote_code=True)`) works where the Video-LaVIT packages are not installed.
 
     Args:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from transformers_vlavit import layout
+from transformers_vlavit import layout, pipeline_text_to_video
 from transformers_vlavit.conversion import convert
 from transformers_vlavit.evaluation import video_qa
-from transformers_vlavit import pipeline_text_to_video
 
 
 def test_former_homes_export_the_layout_names():
@@ -17,9 +16,11 @@ def test_former_homes_export_the_layout_names():
         "DETOKENIZER_PIPELINE_CLASS",
     ):
         assert getattr(pipeline_text_to_video, name) == getattr(layout, name)
-    for name in ("LANGUAGE_MODEL_FOLDER", "UNDERSTANDING_FOLDER", "MOTION_TOKENIZER_FILE", "SENTENCEPIECE_FILE"):
+    released = ("LANGUAGE_MODEL_FOLDER", "MOTION_TOKENIZER_FILE", "SENTENCEPIECE_FILE")
+    for name in ("UNDERSTANDING_FOLDER", *released):
         assert getattr(convert, name) == getattr(layout, name)
-    assert (convert.KEYFRAME_PIPELINE_FOLDER, convert.VIDEO_PIPELINE_FOLDER) == (layout.KEYFRAME_FOLDER, layout.VIDEO_FOLDER)
+    assert convert.KEYFRAME_PIPELINE_FOLDER == layout.KEYFRAME_FOLDER
+    assert convert.VIDEO_PIPELINE_FOLDER == layout.VIDEO_FOLDER
     assert video_qa.UNDERSTANDING_FOLDER == layout.UNDERSTANDING_FOLDER
 
 

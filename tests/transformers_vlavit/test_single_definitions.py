@@ -1,4 +1,4 @@
-"""Concepts defined once: the LLM motion scale, the placeholder strings, the token layout, the motion resize."""
+"""Concepts defined once: LLM motion scale, placeholder strings, token layout, motion resize."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from transformers_vlavit.motion_grid import resize_motion_frames
 
 def test_llm_motion_scale_is_the_motion_tokenizer_default():
     assert video_decomposition.LLM_MOTION_SCALE is configuration_motion_tokenizer.LLM_MOTION_SCALE
-    assert VideoLaVITMotionTokenizerConfig().motion_scale_factor == video_decomposition.LLM_MOTION_SCALE == 10.0
+    default = VideoLaVITMotionTokenizerConfig().motion_scale_factor
+    assert default == video_decomposition.LLM_MOTION_SCALE == 10.0
 
 
 def test_placeholder_strings_live_with_the_config_and_stay_importable_from_tokenizer_training():

@@ -19,8 +19,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 
-# `transformers_vlavit.motion_visualization.MotionShapeError` is the same kind of error for `motion_to_rgb`; this
-# module cannot import it (it loads as self-contained custom code, and the dependency runs diffusers -> transformers)
+# `transformers_vlavit.motion_visualization.MotionShapeError` is the same kind of error for `motion_to_rgb`;
+# this module cannot import it: it loads as self-contained custom code
 class MotionShapeError(ValueError):
     """Raised when a motion tensor does not have the ``[batch, 2, frames, height, width]`` layout."""
 
@@ -88,9 +88,9 @@ class MotionSelfAttention(nn.Module, AttentionModuleMixin):
 
 
 # Adapted from `transformers_vlavit.modeling_motion_tokenizer.VideoLaVITMotionBlock` (same computation, the
-# key-bias-free attention included). Not shared: this module loads as self-contained diffusers custom code, and
-# the two released checkpoints name the weights differently (`norm_spatial` / `spatial_attn.to_q` / `ff` here,
-# `spatial_norm` / `spatial_attention.q_proj` / `mlp` there), so one class would change a state-dict's keys.
+# key-bias-free attention included). Not shared: this module loads as self-contained diffusers custom code,
+# and the weights are named differently (`norm_spatial` / `spatial_attn.to_q` / `ff` here, `spatial_norm` /
+# `spatial_attention.q_proj` / `mlp` there), so one class would change a state dict's keys.
 class FactorizedSpatioTemporalBlock(nn.Module):
     """Pre-norm transformer block with spatial attention, then temporal attention, then a feed-forward.
 
