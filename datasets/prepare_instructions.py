@@ -59,7 +59,7 @@ from prepare_video_text import (
     run_with_ray,
 )
 
-from transformers_vlavit.configuration_video_lavit import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
+from transformers_vlavit.tokenizer_training import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 DEFAULT_VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")

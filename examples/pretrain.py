@@ -60,12 +60,11 @@ from transformers_vlavit import (
     decompose_video,
     synthetic_english_corpus,
 )
-from transformers_vlavit.configuration_video_lavit import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
 from transformers_vlavit.data_collator import VideoLaVITPretrainingCollator
 from transformers_vlavit.pipeline_text_to_video import write_text_to_video_task
 from transformers_vlavit.prepared_data import load_prepared_dataset
 from transformers_vlavit.synthetic_video import write_training_sample_video
-from transformers_vlavit.tokenizer_training import layout_tokens
+from transformers_vlavit.tokenizer_training import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, layout_tokens
 
 SYNTHETIC_CAPTIONS = (
     "colored shapes drift over a panning texture",

@@ -166,3 +166,30 @@ def test_every_module_imports_alone():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["failures"] == {}
     assert report["loads_transformers_side"] == []
+
+
+# modules diffusers loads as custom code components (a pipeline folder's `processor/`, `visual_tokenizer/`,
+# `motion_tokenizer/`) or pipelines: diffusers copies only a module's direct relative imports, so those must
+# import no sibling themselves
+DIFFUSERS_CUSTOM_CODE = (
+    "transformers_vlavit.processing_video_lavit",
+    "transformers_vlavit.modeling_visual_tokenizer",
+    "transformers_vlavit.modeling_motion_tokenizer",
+    "diffusers_vlavit.pipelines.pipeline_keyframe",
+    "diffusers_vlavit.pipelines.pipeline_video",
+    "diffusers_vlavit.pipelines.pipeline_video_lavit",
+    "diffusers_vlavit.models.keyframe_decoder",
+    "diffusers_vlavit.models.motion_condition_encoder",
+    "diffusers_vlavit.models.unet_spatio_temporal_motion",
+)
+
+
+def test_diffusers_custom_code_imports_only_leaf_siblings():
+    graph = _import_graph()
+    deep = {}
+    for name in DIFFUSERS_CUSTOM_CODE:
+        package = name.rpartition(".")[0]
+        siblings = [target for target in graph[name] if target.rpartition(".")[0] == package]
+        nested = {sibling: sorted(graph[sibling] - {package}) for sibling in siblings}
+        deep.update({f"{name} -> {sibling}": targets for sibling, targets in nested.items() if targets})
+    assert deep == {}

@@ -7,10 +7,6 @@ from transformers import PreTrainedConfig
 
 # Every down-sampling convolution has a 3x3x3 kernel; the released checkpoint's weights fix it.
 DOWNSAMPLE_KERNEL_SIZE = 3
-# The language model sees motion divided by this much more than the video detokenizer does: the motion
-# tokenizer's input (`decompose_video`'s `motion_vectors`) is in the smaller units and its decoder output is
-# divided by it again for the detokenizer (`motion_scale_factor`).
-LLM_MOTION_SCALE = 10.0
 
 
 def _downsampled_length(length: int, stride: int, pad_before: int, pad_after: int) -> int:
@@ -118,7 +114,7 @@ class VideoLaVITMotionTokenizerConfig(PreTrainedConfig):
     code_dim: int = 32
     layer_norm_eps: float = 1e-5
     attention_dropout: float | int = 0.0
-    motion_scale_factor: float | int = LLM_MOTION_SCALE
+    motion_scale_factor: float | int = 10.0
     commitment_cost: float | int = 0.25
     codebook_ema: bool = False
     ema_decay: float = 0.99

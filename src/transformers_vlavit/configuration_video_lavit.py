@@ -27,15 +27,6 @@ from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 from .configuration_motion_tokenizer import VideoLaVITMotionTokenizerConfig
 from .configuration_visual_tokenizer import VideoLaVITVisualTokenizerConfig
 
-# the strings of the layout's special tokens, and of the two placeholders the processor writes for the ids
-# `image_token_id` / `video_token_id` (used by the tokenizer, the processor, the converter, the data scripts)
-IMAGE_START_TOKEN = "<|image_start|>"
-IMAGE_END_TOKEN = "<|image_end|>"
-MOTION_START_TOKEN = "<|motion_start|>"
-MOTION_END_TOKEN = "<|motion_end|>"
-IMAGE_PLACEHOLDER = "<image>"
-VIDEO_PLACEHOLDER = "<video>"
-
 # Llama-2-7B as released in Video-LaVIT-v1 (`language_model/config.json`); pad is <unk> (id 0) as in
 # the reference inference code.
 LLAMA_2_7B_DEFAULTS = {

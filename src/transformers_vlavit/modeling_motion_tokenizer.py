@@ -19,7 +19,6 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
 from .configuration_motion_tokenizer import DOWNSAMPLE_KERNEL_SIZE, VideoLaVITMotionTokenizerConfig
-from .motion_grid import resize_motion_frames
 from .quantization import TanhProjection, init_unit_codebook_, nearest_code_ids
 
 logger = logging.get_logger(__name__)
@@ -458,7 +457,10 @@ class VideoLaVITMotionTokenizer(VideoLaVITMotionTokenizerPreTrainedModel):
         and divided by `config.motion_scale_factor`. `[B, num_tokens] -> [B, 2, num_frames, height, width]`.
         """
         motion = self.decode(ids)
-        resized = resize_motion_frames(motion, (height, width))
+        batch_size, channels, frames = motion.shape[:3]
+        per_frame = motion.transpose(1, 2).flatten(0, 1).float()
+        resized = F.interpolate(per_frame, size=(height, width), mode="bicubic", align_corners=False)
+        resized = resized.view(batch_size, frames, channels, height, width).transpose(1, 2)
         return (resized / self.config.motion_scale_factor).to(motion.dtype)
 
     def forward(

@@ -17,19 +17,15 @@ from collections.abc import Iterable, Iterator
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 from transformers import LlamaTokenizer
 
-# the layout's token strings live with the token ids in the config; importable from here as before
-from .configuration_video_lavit import (
-    IMAGE_END_TOKEN,
-    IMAGE_PLACEHOLDER,
-    IMAGE_START_TOKEN,
-    MOTION_END_TOKEN,
-    MOTION_START_TOKEN,
-    VIDEO_PLACEHOLDER,
-)
-
 UNK_TOKEN = "<unk>"
 BOS_TOKEN = "<s>"
 EOS_TOKEN = "</s>"
+IMAGE_START_TOKEN = "<|image_start|>"
+IMAGE_END_TOKEN = "<|image_end|>"
+MOTION_START_TOKEN = "<|motion_start|>"
+MOTION_END_TOKEN = "<|motion_end|>"
+IMAGE_PLACEHOLDER = "<image>"
+VIDEO_PLACEHOLDER = "<video>"
 
 # Llama's special text tokens, at ids 0, 1, 2
 TEXT_SPECIAL_TOKENS = (UNK_TOKEN, BOS_TOKEN, EOS_TOKEN)

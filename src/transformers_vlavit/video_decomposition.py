@@ -43,9 +43,6 @@ from av.video.frame import PictureType
 from PIL import Image
 from transformers.utils import logging
 
-from .configuration_motion_tokenizer import LLM_MOTION_SCALE
-from .motion_grid import resize_motion_frames
-
 logger = logging.get_logger(__name__)
 
 # Settings of the original pipeline (REFERENCE.md section 1).
@@ -56,9 +53,11 @@ GOP_SIZE = 12
 MPEG4_BIT_RATE = 8_000_000
 MOTION_BLOCK_SIZE = 16
 MOTION_GRID_SIZE = (20, 36)
-# Motion is divided by the frame size, then by this std (mean 0); the LLM path divides by a further
-# `LLM_MOTION_SCALE` (10, the motion tokenizer config's default `motion_scale_factor`).
+# Motion is divided by the frame size, then by this std (mean 0); the LLM path divides by a further 10, the
+# default `VideoLaVITMotionTokenizerConfig.motion_scale_factor` (a test keeps them equal). Not imported from
+# there: this module travels with the processor as diffusers custom code, which copies only direct siblings.
 MOTION_STD = (0.0993703, 0.1130276)
+LLM_MOTION_SCALE = 10.0
 # "No vector here" marker of the original's full-resolution map; cells still below the threshold
 # after max-pooling had no vector and become 0.
 _NO_MOTION = -10000.0
@@ -490,13 +489,14 @@ def motion_from_blocks(
     Returns:
         ``[clips, 2, frames, size[0], size[1]]`` float tensor.
     """
-    frames = blocks.shape[1]
+    clips, frames = blocks.shape[:2]
     blocks = blocks.clone()
     if 0 < gop_size < frames - 1:
         neighbours = blocks[:, [gop_size - 1, gop_size + 1]].transpose(1, 2)  # [clips, 2, 2, Hb, Wb]
         between = F.interpolate(neighbours, scale_factor=(1.5, 1.0, 1.0), mode="trilinear")
         blocks[:, gop_size] = between[:, :, 1]
-    return resize_motion_frames(blocks.transpose(1, 2), size).contiguous()
+    resized = F.interpolate(blocks.flatten(0, 1), size=size, mode="bicubic", align_corners=False)
+    return resized.view(clips, frames, 2, *size).transpose(1, 2).contiguous()
 
 
 def _fps_graph(

@@ -197,8 +197,8 @@ class MotionConditionEncoder(ModelMixin, ConfigMixin, AttentionMixin):
         batch, channels, frames, height, width = motion.shape
         if (height, width) == grid_size:
             return motion
-        # Adapted from `transformers_vlavit.motion_grid.resize_motion_frames` (this module loads as
-        # self-contained custom code, so it cannot import it)
+        # the per-frame bicubic resize of `decompose_video` and the motion tokenizer's
+        # `decode_for_detokenizer`, repeated: each of these modules travels alone as custom code
         per_frame = motion.transpose(1, 2).reshape(batch * frames, channels, height, width)
         # bicubic interpolation is not implemented for every reduced-precision dtype on every device
         resized = F.interpolate(per_frame.float(), size=grid_size, mode="bicubic", align_corners=False)

@@ -176,8 +176,8 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
         if motion_ids is not None:
             return self.motion_tokenizer.decode_for_detokenizer(motion_ids.to(device), *latent_size)
-        # Adapted from `transformers_vlavit.motion_grid.resize_motion_frames`: this module loads as
-        # self-contained custom code, so it cannot import it
+        # the per-frame bicubic resize of `decompose_video` and the motion tokenizer's
+        # `decode_for_detokenizer`, repeated: each of these modules travels alone as custom code
         batch, channels, frames = motion.shape[:3]
         per_frame = motion.to(device).transpose(1, 2).flatten(0, 1).float()
         resized = F.interpolate(per_frame, size=latent_size, mode="bicubic", align_corners=False)

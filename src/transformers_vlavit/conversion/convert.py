@@ -45,7 +45,7 @@ from transformers.tokenization_utils_base import generate_merges
 from transformers.utils import logging
 
 from ..configuration_motion_tokenizer import VideoLaVITMotionTokenizerConfig
-from ..configuration_video_lavit import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, VideoLaVITConfig
+from ..configuration_video_lavit import VideoLaVITConfig
 from ..configuration_visual_tokenizer import VideoLaVITVisualTokenizerConfig
 from ..image_processing_video_lavit import VideoLaVITImageProcessor
 from ..modeling_motion_tokenizer import VideoLaVITMotionTokenizer
@@ -71,7 +71,13 @@ from ..layout import KEYFRAME_FOLDER as KEYFRAME_PIPELINE_FOLDER
 from ..layout import VIDEO_FOLDER as VIDEO_PIPELINE_FOLDER
 from ..pipeline_text_to_video import write_text_to_video_task
 from ..processing_video_lavit import VICUNA_V1_CHAT_TEMPLATE, VideoLaVITProcessor
-from ..tokenizer_training import TEXT_SPECIAL_TOKENS, UNK_TOKEN, layout_tokens
+from ..tokenizer_training import (
+    IMAGE_PLACEHOLDER,
+    TEXT_SPECIAL_TOKENS,
+    UNK_TOKEN,
+    VIDEO_PLACEHOLDER,
+    layout_tokens,
+)
 from .keyframe_decoder import convert_keyframe_decoder_state_dict
 from .language_model import convert_video_lavit_state_dict
 from .motion_condition_encoder import PREFIX as MOTION_ENCODER_PREFIX
