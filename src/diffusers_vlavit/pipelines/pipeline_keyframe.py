@@ -23,6 +23,7 @@ from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 
 from .detokenizer_sampling import (
+    added_time_ids,
     denoise_keyframe_latents,
     scheduler_step_kwargs,
     upcast_vae,
@@ -216,16 +217,8 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         dtype: torch.dtype,
     ) -> torch.Tensor:
         """SDXL micro-conditioning ``[1, 6]`` = original size, crop top-left, target size."""
-        add_time_ids = list(original_size) + list(crops_coords_top_left) + list(target_size)
-        passed = self.unet.config.addition_time_embed_dim * len(add_time_ids) + pooled_dim
-        expected = self.unet.add_embedding.linear_1.in_features
-        if passed != expected:
-            raise ValueError(
-                f"the U-Net's added embedding takes {expected} inputs but the keyframe decoder and "
-                f"add_time_ids give {passed}; check unet.config.projection_class_embeddings_input_dim and "
-                "keyframe_decoder.config.pooled_projection_dim"
-            )
-        return torch.tensor([add_time_ids], dtype=dtype)
+        time_ids = [*original_size, *crops_coords_top_left, *target_size]
+        return added_time_ids(self.unet, time_ids, 1, dtype, pooled_dim=pooled_dim)
 
     def prepare_latents(
         self,

@@ -49,10 +49,13 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from .detokenizer_sampling import (
     StepEndCallback,
+    added_time_ids,
+    clip_conditions,
     decode_clip_latents,
     denoise_clip_latents,
     denoise_keyframe_latents,
     encode_augmented_keyframes,
+    frame_guidance_scales,
     scheduler_step_kwargs,
     upcast_vae,
     with_zero_unconditional,
@@ -544,8 +547,15 @@ class VideoLaVITPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
             prompt_embeds, pooled = with_zero_unconditional(prompt_embeds, pooled)
         dtype = self.keyframe_unet.dtype
         prompt_embeds, pooled = prompt_embeds.to(dtype), pooled.to(dtype)
-        time_ids = torch.tensor([[height, width, 0, 0, height, width]], device=device, dtype=dtype)
-        time_ids = time_ids.repeat(prompt_embeds.shape[0], 1)
+        # SDXL micro-conditioning as the keyframe pipeline's defaults: original = target size, no crop
+        time_ids = added_time_ids(
+            self.keyframe_unet,
+            [height, width, 0, 0, height, width],
+            prompt_embeds.shape[0],
+            dtype,
+            device,
+            pooled_dim=pooled.shape[-1],
+        )
 
         scheduler = self.keyframe_scheduler
         scheduler.set_timesteps(num_inference_steps, device=device)
@@ -619,30 +629,24 @@ class VideoLaVITPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         device = self._execution_device
         dtype = self.unet.dtype
         batch_size, _, num_frames = motion.shape[:3]
-        motion_features = self.motion_encoder(motion.to(device=device, dtype=self.motion_encoder.dtype)).to(
-            dtype
-        )
-        motion_channels = motion.transpose(1, 2).to(device=device, dtype=dtype)
-
         image_latents = encode_augmented_keyframes(
             self.vae, keyframes.to(device) * 2 - 1, noise_aug_strength, generator
         )
-        image_latents = image_latents.to(dtype).unsqueeze(1).repeat(1, num_frames, 1, 1, 1)
-
-        guidance = (
-            torch.linspace(min_guidance_scale, max_guidance_scale, num_frames, device=device, dtype=dtype)
-            if use_linear_guidance
-            else torch.full((num_frames,), max_guidance_scale, device=device, dtype=dtype)
-        ).view(1, num_frames, 1, 1, 1)
         do_guidance = max_guidance_scale > 1
-        if do_guidance:
-            motion_features, image_latents, motion_channels = with_zero_unconditional(
-                motion_features, image_latents, motion_channels
-            )
-        added_time_ids = torch.tensor(
-            [[fps, motion_bucket_id, noise_aug_strength]], device=device, dtype=dtype
+        condition_latents, motion_features = clip_conditions(
+            self.motion_encoder, motion.to(device), image_latents, dtype, do_guidance
         )
-        added_time_ids = added_time_ids.repeat(image_latents.shape[0], 1)
+        # min == max gives max on every frame, as `use_linear_guidance=False` asks
+        guidance = frame_guidance_scales(
+            min_guidance_scale if use_linear_guidance else max_guidance_scale,
+            max_guidance_scale,
+            num_frames,
+            dtype,
+            device,
+        )
+        time_ids = added_time_ids(
+            self.unet, [fps, motion_bucket_id, noise_aug_strength], condition_latents.shape[0], dtype, device
+        )
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         shape = (batch_size, num_frames, self.vae.config.latent_channels, *motion.shape[-2:])
@@ -657,9 +661,9 @@ class VideoLaVITPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
                 self.scheduler,
                 latents,
                 timesteps,
-                torch.cat([image_latents, motion_channels], dim=2),
+                condition_latents,
                 motion_features,
-                added_time_ids,
+                time_ids,
                 guidance,
                 do_guidance,
                 progress_bar,
