@@ -2,6 +2,11 @@
 
 They have the released architecture at a few thousandth of its width, so a whole reconstruction runs on a
 CPU in seconds; their outputs are noise-like, not videos.
+
+The tiny factories are layered, each size defined once: `VideoLaVITConfig.tiny()` sizes the language model
+and both tokenizers; this module sizes the detokenizers around those tokenizers;
+`transformers_vlavit.tiny_checkpoint` writes a whole checkpoint folder from the two (it imports this module
+only when it writes the detokenizers).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ package installed: the causal LM with both tokenizers (`VideoLaVITConfig.tiny()`
 (image processor + a Llama-style tokenizer trained locally, with the visual/motion tokens and the
 Vicuna-v1 chat template), the `text-to-video` pipeline code and, when `diffusers_vlavit` is importable,
 the tiny detokenizer pipelines under `folder/detokenizer`.
+
+It is the top of the tiny factories: sizes come from `VideoLaVITConfig.tiny()` (language model, tokenizers)
+and `diffusers_vlavit.tiny` (detokenizers), imported where they are written (the dependency rule).
 """
 
 from __future__ import annotations
