@@ -114,6 +114,35 @@ def apply_guidance(noise_pred: torch.Tensor, guidance_scale: torch.Tensor | floa
     return uncond + guidance_scale * (cond - uncond)
 
 
+def keyframe_conditions(
+    keyframe_decoder: torch.nn.Module,
+    code_embeddings: torch.Tensor,
+    token_counts: torch.Tensor,
+    do_guidance: bool,
+    num_images_per_prompt: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keyframe U-Net's SDXL conditioning from keyframe code embeddings.
+
+    Args:
+        keyframe_decoder: the `KeyframeTokenDecoder`.
+        code_embeddings: ``[sum n_i, code_dim]`` code embeddings of every keyframe, in order.
+        token_counts: ``[batch]`` codes per keyframe.
+        do_guidance: prepend the all-zero unconditional half.
+        num_images_per_prompt: images rendered per keyframe (rows repeated in place).
+
+    Returns:
+        ``prompt_embeds [(2 *) batch * num_images_per_prompt, tokens, dim]`` and
+        ``pooled_prompt_embeds [(2 *) batch * num_images_per_prompt, pooled_dim]``.
+    """
+    prompt_embeds, pooled_prompt_embeds = keyframe_decoder(code_embeddings, token_counts)
+    if num_images_per_prompt > 1:
+        prompt_embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+        pooled_prompt_embeds = pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+    if do_guidance:
+        prompt_embeds, pooled_prompt_embeds = with_zero_unconditional(prompt_embeds, pooled_prompt_embeds)
+    return prompt_embeds, pooled_prompt_embeds
+
+
 def denoise_keyframe_latents(
     unet: torch.nn.Module,
     scheduler,
@@ -278,6 +307,20 @@ def encode_augmented_keyframes(
     )
     with upcast_vae(vae):
         return vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
+
+
+def decode_image_latents(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    """Keyframe-VAE decode (upcast when the VAE asks for it).
+
+    Args:
+        latents: ``[batch, 4, h, w]`` scaled latents.
+
+    Returns:
+        Images ``[batch, 3, H, W]``, float32 in [-1, 1] (not clamped), whatever the VAE's dtype.
+    """
+    with upcast_vae(vae):
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    return images.float()
 
 
 def decode_clip_latents(

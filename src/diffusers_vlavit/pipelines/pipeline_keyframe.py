@@ -24,10 +24,10 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImage
 
 from .detokenizer_sampling import (
     added_time_ids,
+    decode_image_latents,
     denoise_keyframe_latents,
+    keyframe_conditions,
     scheduler_step_kwargs,
-    upcast_vae,
-    with_zero_unconditional,
 )
 from .loading import CustomPipelineSavingMixin
 
@@ -201,12 +201,13 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
             ``prompt_embeds [(2 *) batch * num_images_per_prompt, 256, d1 + d2]`` and
             ``pooled_prompt_embeds [(2 *) batch * num_images_per_prompt, d2]``.
         """
-        prompt_embeds, pooled_prompt_embeds = self.keyframe_decoder(code_embeddings, token_counts)
-        prompt_embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
-        pooled_prompt_embeds = pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
-        if do_classifier_free_guidance:
-            prompt_embeds, pooled_prompt_embeds = with_zero_unconditional(prompt_embeds, pooled_prompt_embeds)
-        return prompt_embeds, pooled_prompt_embeds
+        return keyframe_conditions(
+            self.keyframe_decoder,
+            code_embeddings,
+            token_counts,
+            do_classifier_free_guidance,
+            num_images_per_prompt=num_images_per_prompt,
+        )
 
     def get_add_time_ids(
         self,
@@ -253,11 +254,8 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-decode ``[batch, 4, h, w]`` latents to float32 images ``[batch, 3, H, W]`` in [-1, 1]."""
-        with upcast_vae(self.vae):
-            latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
-            image = self.vae.decode(latents, return_dict=False)[0]
         # outputs are float32 whatever the VAE's dtype, like the video pipeline's frames
-        return image.float()
+        return decode_image_latents(self.vae, latents)
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)

@@ -52,13 +52,14 @@ from .detokenizer_sampling import (
     added_time_ids,
     clip_conditions,
     decode_clip_latents,
+    decode_image_latents,
     denoise_clip_latents,
     denoise_keyframe_latents,
     encode_augmented_keyframes,
     frame_guidance_scales,
+    keyframe_conditions,
     scheduler_step_kwargs,
     upcast_vae,
-    with_zero_unconditional,
 )
 from .loading import CustomPipelineSavingMixin, copy_module_files
 
@@ -506,10 +507,7 @@ class VideoLaVITPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
 
     def decode_keyframe_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Keyframe-VAE decode: scaled latents ``[batch, 4, h, w]`` -> ``[batch, 3, H, W]`` in [0, 1]."""
-        vae = self.keyframe_vae
-        with upcast_vae(vae):
-            images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-        return (images.float() / 2 + 0.5).clamp(0, 1)
+        return (decode_image_latents(self.keyframe_vae, latents) / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
     def render_keyframes(
@@ -540,11 +538,12 @@ class VideoLaVITPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         """
         device = self._execution_device
         batch_size = len(token_counts)
-        prompt_embeds, pooled = self.keyframe_decoder(
-            code_embeddings.to(device=device, dtype=self.keyframe_decoder.dtype), token_counts.to(device)
+        prompt_embeds, pooled = keyframe_conditions(
+            self.keyframe_decoder,
+            code_embeddings.to(device=device, dtype=self.keyframe_decoder.dtype),
+            token_counts.to(device),
+            do_guidance=guidance_scale > 1,
         )
-        if guidance_scale > 1:
-            prompt_embeds, pooled = with_zero_unconditional(prompt_embeds, pooled)
         dtype = self.keyframe_unet.dtype
         prompt_embeds, pooled = prompt_embeds.to(dtype), pooled.to(dtype)
         # SDXL micro-conditioning as the keyframe pipeline's defaults: original = target size, no crop
