@@ -495,6 +495,8 @@ def motion_from_blocks(
         neighbours = blocks[:, [gop_size - 1, gop_size + 1]].transpose(1, 2)  # [clips, 2, 2, Hb, Wb]
         between = F.interpolate(neighbours, scale_factor=(1.5, 1.0, 1.0), mode="trilinear")
         blocks[:, gop_size] = between[:, :, 1]
+    # the per-frame bicubic resize, repeated in the motion tokenizer and the two video-detokenizer modules:
+    # each travels alone as custom code
     resized = F.interpolate(blocks.flatten(0, 1), size=size, mode="bicubic", align_corners=False)
     return resized.view(clips, frames, 2, *size).transpose(1, 2).contiguous()
 
