@@ -929,33 +929,9 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
             )
         max_keyframe_tokens = max_keyframe_tokens or config.visual_tokenizer_config.num_patches
         min_keyframe_tokens = min(min_keyframe_tokens, max_keyframe_tokens)
-        warpers = LogitsProcessorList()
-        if temperature != 1.0:
-            warpers.append(TemperatureLogitsWarper(temperature))
-        if top_k:
-            warpers.append(TopKLogitsWarper(top_k))
-        if top_p < 1.0:
-            warpers.append(TopPLogitsWarper(top_p))
-        sampling = {"warpers": warpers, "generator": generator}
-        # The reference only suppresses the text ids 3..31999 (and the motion ids) here, so ids 0-2 and
-        # [image_start] stay allowed; none of them is a keyframe code (its keyframe decoder drops them, and
-        # the pad id 2 is cut from the sequence), so only the visual codes and [image_end] are allowed.
-        # Closing a keyframe after `max_keyframe_tokens` (the tokenizer's patch count, the most a real
-        # keyframe has) instead of the reference's 500 keeps the sequence a well-formed clip.
-        keyframe_rules = LogitsProcessorList(
-            [
-                VideoLaVITTokenRangeLogitsProcessor(
-                    [mapping.visual_id_range, (config.image_end_token_id, config.image_end_token_id + 1)]
-                ),
-                MinLengthLogitsProcessor(min_keyframe_tokens, config.image_end_token_id, device=device),
-            ]
-        )
-        # The reference samples motion until [motion_end] (ids 0-2, [motion_start] and [motion_end] allowed,
-        # at most 500 tokens) and its video detokenizer then keeps the motion codes, cut or padded with code
-        # 0 to 135. Here exactly `motion_tokens_per_clip` motion codes are sampled and [motion_end] is
-        # appended: the same codes whenever the reference's model closes the clip at 135, and never a
-        # padded or cut motion grid (nor a sequence whose next clip follows an unclosed motion segment).
-        motion_rules = LogitsProcessorList([VideoLaVITTokenRangeLogitsProcessor([mapping.motion_id_range])])
+        sampling = {"warpers": _sampling_warpers(temperature, top_k, top_p), "generator": generator}
+        keyframe_rules = self._keyframe_rules(min_keyframe_tokens, device)
+        motion_rules = self._motion_rules()
         given_keyframes = (
             self._tokenize_images(pixel_values, False, None) if pixel_values is not None else None
         )
@@ -964,7 +940,6 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         keyframe_ids: list[list[torch.LongTensor]] = [[] for _ in range(batch_size)]
         motion_ids = []
         image_start = torch.tensor([config.image_start_token_id], device=device)
-        image_end = torch.tensor([config.image_end_token_id], device=device)
         motion_start = torch.tensor([config.motion_start_token_id], device=device)
         motion_end = torch.tensor([config.motion_end_token_id], device=device)
 
@@ -994,11 +969,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
                     do_sample=do_sample,
                     **sampling,
                 )
-                codes = []
-                for row, tokens in enumerate(new_tokens):
-                    visual = tokens[tokens != config.image_end_token_id]
-                    codes.append(mapping.vocab_to_visual(visual))
-                    sequences[row] = torch.cat([sequences[row], visual, image_end])
+                codes, sequences = self._close_keyframes(sequences, new_tokens)
             for row in range(batch_size):
                 keyframe_ids[row].append(codes[row])
             sequences = [torch.cat([seq, motion_start]) for seq in sequences]
@@ -1025,6 +996,47 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         return VideoLaVITVideoTokensOutput(
             keyframe_ids=keyframe_ids, motion_ids=torch.stack(motion_ids, dim=1), sequences=sequences
         )
+
+    def _keyframe_rules(self, min_keyframe_tokens: int, device: torch.device) -> LogitsProcessorList:
+        """What a keyframe phase may sample: visual codes and `[image_end]`, the latter only after
+        `min_keyframe_tokens` codes."""
+        # The reference only suppresses the text ids 3..31999 (and the motion ids) here, so ids 0-2 and
+        # [image_start] stay allowed; none of them is a keyframe code (its keyframe decoder drops them, and
+        # the pad id 2 is cut from the sequence), so only the visual codes and [image_end] are allowed.
+        # Closing a keyframe after `max_keyframe_tokens` (the tokenizer's patch count, the most a real
+        # keyframe has) instead of the reference's 500 keeps the sequence a well-formed clip.
+        image_end = self.config.image_end_token_id
+        return LogitsProcessorList(
+            [
+                VideoLaVITTokenRangeLogitsProcessor(
+                    [self.vocabulary_mapping.visual_id_range, (image_end, image_end + 1)]
+                ),
+                MinLengthLogitsProcessor(min_keyframe_tokens, image_end, device=device),
+            ]
+        )
+
+    def _motion_rules(self) -> LogitsProcessorList:
+        """What a motion phase may sample: motion codes only."""
+        # The reference samples motion until [motion_end] (ids 0-2, [motion_start] and [motion_end] allowed,
+        # at most 500 tokens) and its video detokenizer then keeps the motion codes, cut or padded with code
+        # 0 to 135. Here exactly `motion_tokens_per_clip` motion codes are sampled and [motion_end] is
+        # appended: the same codes whenever the reference's model closes the clip at 135, and never a
+        # padded or cut motion grid (nor a sequence whose next clip follows an unclosed motion segment).
+        motion_codes = VideoLaVITTokenRangeLogitsProcessor([self.vocabulary_mapping.motion_id_range])
+        return LogitsProcessorList([motion_codes])
+
+    def _close_keyframes(
+        self, sequences: list[torch.LongTensor], new_tokens: list[torch.LongTensor]
+    ) -> tuple[list[torch.LongTensor], list[torch.LongTensor]]:
+        """A keyframe phase's sampled tokens (one 1-D tensor per row, maybe ending in `[image_end]`) -> each
+        row's 0-based visual codes, and the sequences extended by those codes and `[image_end]`."""
+        image_end_id = self.config.image_end_token_id
+        codes, closed = [], []
+        for sequence, tokens in zip(sequences, new_tokens, strict=True):
+            visual = tokens[tokens != image_end_id]
+            codes.append(self.vocabulary_mapping.vocab_to_visual(visual))
+            closed.append(torch.cat([sequence, visual, visual.new_tensor([image_end_id])]))
+        return codes, closed
 
     @staticmethod
     def _video_batch_size(input_ids: torch.LongTensor | None, pixel_values: torch.Tensor | None) -> int:
@@ -1128,6 +1140,18 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
             )
             position_ids = position_ids[:, -1:] + 1
         return [generated[row, : int(lengths[row])] for row in range(batch_size)]
+
+
+def _sampling_warpers(temperature: float, top_k: int | None, top_p: float) -> LogitsProcessorList:
+    """Temperature, top-k and top-p warpers, each only when it changes the distribution."""
+    warpers = LogitsProcessorList()
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    return warpers
 
 
 def pretraining_text(caption: str, placeholder: str, order: str) -> str:
