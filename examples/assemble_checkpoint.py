@@ -63,12 +63,8 @@ from transformers_vlavit import (
     TokenizerTrainingError,
     train_video_lavit_tokenizer,
 )
-from transformers_vlavit.pipeline_text_to_video import (
-    DETOKENIZER_FOLDER,
-    KEYFRAME_FOLDER,
-    VIDEO_FOLDER,
-    write_text_to_video_task,
-)
+from transformers_vlavit.layout import DETOKENIZER_FOLDER, KEYFRAME_FOLDER, VIDEO_FOLDER
+from transformers_vlavit.pipeline_text_to_video import write_text_to_video_task
 
 TEXT_FIELDS = ("caption", "question", "answer", "value", "prompt")
 # SDXL conditions on 6 micro-conditioning ids (sizes and crop), SVD on 3 (fps, motion bucket, noise level)

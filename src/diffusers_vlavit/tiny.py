@@ -2,6 +2,11 @@
 
 They have the released architecture at a few thousandth of its width, so a whole reconstruction runs on a
 CPU in seconds; their outputs are noise-like, not videos.
+
+The tiny factories are layered, each size defined once: `VideoLaVITConfig.tiny()` sizes the language model
+and both tokenizers; this module sizes the detokenizers around those tokenizers;
+`transformers_vlavit.tiny_checkpoint` writes a whole checkpoint folder from the two (it imports this module
+only when it writes the detokenizers).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from diffusers import (
 from transformers_vlavit.configuration_video_lavit import VideoLaVITConfig
 from transformers_vlavit.modeling_motion_tokenizer import VideoLaVITMotionTokenizer
 from transformers_vlavit.modeling_visual_tokenizer import VideoLaVITVisualTokenizer
-from transformers_vlavit.pipeline_text_to_video import KEYFRAME_FOLDER, VIDEO_FOLDER
+from transformers_vlavit.layout import KEYFRAME_FOLDER, VIDEO_FOLDER
 
 from .models.keyframe_decoder import KeyframeTokenDecoder
 from .models.motion_condition_encoder import MotionConditionEncoder
@@ -210,8 +215,8 @@ def write_tiny_detokenizers(
         trust_remote_code=True)``.
     """
     folder = Path(folder)
-    paths = {"keyframe": folder / KEYFRAME_FOLDER, "video": folder / VIDEO_FOLDER}
-    build_tiny_keyframe_pipeline(visual_tokenizer, seed=seed).save_pretrained(paths["keyframe"])
-    build_tiny_video_pipeline(motion_tokenizer, seed=seed + 1).save_pretrained(paths["video"])
+    paths = {KEYFRAME_FOLDER: folder / KEYFRAME_FOLDER, VIDEO_FOLDER: folder / VIDEO_FOLDER}
+    build_tiny_keyframe_pipeline(visual_tokenizer, seed=seed).save_pretrained(paths[KEYFRAME_FOLDER])
+    build_tiny_video_pipeline(motion_tokenizer, seed=seed + 1).save_pretrained(paths[VIDEO_FOLDER])
     VideoLaVITPipeline.save_code(folder)
     return paths

@@ -110,6 +110,8 @@ class VideoLaVITMotionMLP(nn.Module):
         return self.fc2(self.activation(self.fc1(hidden_states)))
 
 
+# `diffusers_vlavit.models.motion_condition_encoder.FactorizedSpatioTemporalBlock` is adapted from this block
+# (self-contained custom code there, and different released weight names)
 class VideoLaVITMotionBlock(GradientCheckpointingLayer):
     """
     Factorised spatio-temporal transformer block (pre-LayerNorm): attention among the cells of each frame,
@@ -455,6 +457,7 @@ class VideoLaVITMotionTokenizer(VideoLaVITMotionTokenizerPreTrainedModel):
         and divided by `config.motion_scale_factor`. `[B, num_tokens] -> [B, 2, num_frames, height, width]`.
         """
         motion = self.decode(ids)
+        # `decompose_video`'s per-frame bicubic resize, repeated (this module travels alone as custom code)
         batch_size, channels, frames = motion.shape[:3]
         per_frame = motion.transpose(1, 2).flatten(0, 1).float()
         resized = F.interpolate(per_frame, size=(height, width), mode="bicubic", align_corners=False)

@@ -8,6 +8,7 @@ tokens) and, per clip of a video, followed by `[motion_start] 135 motion-code em
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +71,18 @@ class VideoLaVITTokenRangeLogitsProcessor(LogitsProcessor):
         return scores.masked_fill(~allowed, -float("inf"))
 
 
+class _ConfigField:
+    """Read-only attribute that returns the same-named field of its owner's `config`."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance, owner: type | None = None):
+        if instance is None:
+            return self
+        return getattr(instance.config, self.name)
+
+
 class VideoLaVITVocabularyMapping:
     """
     Maps the tokenizers' 0-based code ids to language-model vocabulary ids and back, and builds the
@@ -87,15 +100,18 @@ class VideoLaVITVocabularyMapping:
     ```
     """
 
+    # the token layout, read from the config (its one source of truth), never copied
+    image_start_token_id = _ConfigField()
+    image_end_token_id = _ConfigField()
+    visual_token_offset = _ConfigField()
+    visual_codebook_size = _ConfigField()
+    motion_start_token_id = _ConfigField()
+    motion_end_token_id = _ConfigField()
+    motion_token_offset = _ConfigField()
+    motion_codebook_size = _ConfigField()
+
     def __init__(self, config: VideoLaVITConfig):
-        self.image_start_token_id = config.image_start_token_id
-        self.image_end_token_id = config.image_end_token_id
-        self.visual_token_offset = config.visual_token_offset
-        self.visual_codebook_size = config.visual_codebook_size
-        self.motion_start_token_id = config.motion_start_token_id
-        self.motion_end_token_id = config.motion_end_token_id
-        self.motion_token_offset = config.motion_token_offset
-        self.motion_codebook_size = config.motion_codebook_size
+        self.config = config
 
     def visual_to_vocab(self, codes: torch.LongTensor) -> torch.LongTensor:
         """0-based visual codes `[...]` -> vocabulary ids `[...]`."""
@@ -190,6 +206,28 @@ class _ExpandedBatch:
     attention_mask: torch.LongTensor  # [batch, length]
     labels: torch.LongTensor | None  # [batch, length]
     visual_embeds: torch.Tensor | None  # [batch, max_features, hidden], features in marker order
+
+
+@dataclass
+class _Segment:
+    """The ids replacing one `<image>` / `<video>` placeholder (internal).
+
+    `ids [n]` are vocabulary ids; the `k` positions equal to `image_token_id` are feature slots, filled in
+    order from `features [k, hidden]` (None when the segment has no slots, as in pre-training).
+    """
+
+    ids: torch.LongTensor
+    features: torch.Tensor | None = None
+
+
+@dataclass
+class _ExpandedRow:
+    """One row of `input_ids` with its placeholders replaced (internal): `ids [n]`, `labels [n]` and the
+    features of its slots `[k, hidden]` (None without slots)."""
+
+    ids: torch.LongTensor
+    labels: torch.LongTensor
+    features: torch.Tensor | None
 
 
 def _left_pad(sequences: list[torch.LongTensor], pad_id: int) -> tuple[torch.LongTensor, torch.LongTensor]:
@@ -350,64 +388,79 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor,
         labels: torch.LongTensor | None,
-        image_segments: list[tuple[torch.LongTensor, torch.Tensor | None]],
-        video_segments: list[tuple[torch.LongTensor, torch.Tensor | None]],
-        segment_labels: bool,
+        *,
+        image_segments: list[_Segment],
+        video_segments: list[_Segment],
+        label_segments: bool,
         padding_side: str,
     ) -> _ExpandedBatch:
         """
-        Replace every placeholder by its id segment and re-pad the batch.
+        Replace every placeholder of `input_ids [batch, length]` by its segment and re-pad the batch.
 
-        `image_segments` / `video_segments` hold, in placeholder order over the whole batch, one
-        `(ids [n], features [k, hidden] or None)` pair per image / video: the vocabulary ids replacing
-        the placeholder, where the `k` positions equal to `image_token_id` are feature slots filled in
-        order from `features`. Inserted positions get label `-100`, or their own ids if `segment_labels`.
+        `image_segments` / `video_segments` hold one [`_Segment`] per image / video, in placeholder order over
+        the whole batch. Inserted positions get label `-100`, or their own ids with `label_segments`.
         """
         image_token_id, video_token_id = self.config.image_token_id, self.config.video_token_id
         segments = {image_token_id: iter(image_segments), video_token_id: iter(video_segments)}
-        rows_ids, rows_labels, rows_features = [], [], []
+        rows = []
         for row in range(input_ids.shape[0]):
             keep = attention_mask[row].bool()
             ids = input_ids[row][keep]
             row_labels = labels[row][keep] if labels is not None else ids
-            pieces, label_pieces, row_features = [], [], []
-            start = 0
-            is_placeholder = (ids == image_token_id) | (ids == video_token_id)
-            for position in is_placeholder.nonzero().flatten().tolist():
-                segment, features = next(segments[int(ids[position])])
-                segment = segment.to(ids.device)
-                pieces += [ids[start:position], segment]
-                inserted_labels = segment if segment_labels else torch.full_like(segment, IGNORE_INDEX)
-                label_pieces += [row_labels[start:position], inserted_labels]
-                if features is not None:
-                    row_features.append(features)
-                start = position + 1
-            pieces.append(ids[start:])
-            label_pieces.append(row_labels[start:])
-            rows_ids.append(torch.cat(pieces))
-            rows_labels.append(torch.cat(label_pieces))
-            rows_features.append(torch.cat(row_features) if row_features else None)
+            rows.append(self._expand_row(ids, row_labels, segments, label_segments))
 
-        length = max(len(ids) for ids in rows_ids)
-        batch_size = len(rows_ids)
+        length = max(len(row.ids) for row in rows)
+        batch_size = len(rows)
         new_ids = input_ids.new_full((batch_size, length), self._pad_token_id)
         new_mask = attention_mask.new_zeros((batch_size, length))
         new_labels = input_ids.new_full((batch_size, length), IGNORE_INDEX)
-        for row, ids in enumerate(rows_ids):
-            span = slice(length - len(ids), length) if padding_side == "left" else slice(0, len(ids))
-            new_ids[row, span] = ids
-            new_mask[row, span] = 1
-            new_labels[row, span] = rows_labels[row]
-
-        visual_embeds = None
-        present = [features for features in rows_features if features is not None]
-        if present:
-            count = max(len(features) for features in present)
-            visual_embeds = present[0].new_zeros((batch_size, count, present[0].shape[-1]))
-            for row, features in enumerate(rows_features):
-                if features is not None:
-                    visual_embeds[row, : len(features)] = features
+        for index, row in enumerate(rows):
+            span = slice(length - len(row.ids), length) if padding_side == "left" else slice(0, len(row.ids))
+            new_ids[index, span] = row.ids
+            new_mask[index, span] = 1
+            new_labels[index, span] = row.labels
+        visual_embeds = self._stack_row_features([row.features for row in rows])
         return _ExpandedBatch(new_ids, new_mask, new_labels if labels is not None else None, visual_embeds)
+
+    def _expand_row(
+        self,
+        ids: torch.LongTensor,
+        labels: torch.LongTensor,
+        segments: dict[int, Iterator[_Segment]],
+        label_segments: bool,
+    ) -> _ExpandedRow:
+        """One unpadded row `ids [n]` / `labels [n]` with each placeholder replaced by the next segment of
+        its kind (`segments`: placeholder id -> iterator over that kind's segments)."""
+        is_placeholder = (ids == self.config.image_token_id) | (ids == self.config.video_token_id)
+        pieces, label_pieces, features = [], [], []
+        start = 0
+        for position in is_placeholder.nonzero().flatten().tolist():
+            segment = next(segments[int(ids[position])])
+            segment_ids = segment.ids.to(ids.device)
+            pieces += [ids[start:position], segment_ids]
+            inserted = segment_ids if label_segments else torch.full_like(segment_ids, IGNORE_INDEX)
+            label_pieces += [labels[start:position], inserted]
+            if segment.features is not None:
+                features.append(segment.features)
+            start = position + 1
+        pieces.append(ids[start:])
+        label_pieces.append(labels[start:])
+        row_features = torch.cat(features) if features else None
+        return _ExpandedRow(torch.cat(pieces), torch.cat(label_pieces), row_features)
+
+    @staticmethod
+    def _stack_row_features(rows_features: list[torch.Tensor | None]) -> torch.Tensor | None:
+        """Per-row slot features (`[k_i, hidden]` or None) -> `[batch, max k_i, hidden]` zero-padded, or None
+        when no row has any."""
+        present = [features for features in rows_features if features is not None]
+        if not present:
+            return None
+        count = max(len(features) for features in present)
+        visual_embeds = present[0].new_zeros((len(rows_features), count, present[0].shape[-1]))
+        for row, features in enumerate(rows_features):
+            if features is not None:
+                visual_embeds[row, : len(features)] = features
+        return visual_embeds
 
     def prepare_multimodal_inputs(
         self,
@@ -446,7 +499,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         image_segments, video_segments = [], []
         if pixel_values is not None:
             for features in self.get_image_features(pixel_values):
-                image_segments.append((keyframe_slots(features), features))
+                image_segments.append(_Segment(keyframe_slots(features), features))
         if pixel_values_videos is not None:
             keyframe_features = self.get_image_features(pixel_values_videos)
             motion_ids = self.get_motion_ids(motion_vectors).to(input_ids.device)
@@ -458,11 +511,17 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
                     for i in clips
                 ]
                 features = torch.cat([keyframe_features[i] for i in clips])
-                video_segments.append((torch.cat(ids), features))
+                video_segments.append(_Segment(torch.cat(ids), features))
                 clip += num_clips
         padding_side = padding_side or self._padding_side(attention_mask)
         return self._expand_placeholders(
-            input_ids, attention_mask, labels, image_segments, video_segments, False, padding_side
+            input_ids,
+            attention_mask,
+            labels,
+            image_segments=image_segments,
+            video_segments=video_segments,
+            label_segments=False,
+            padding_side=padding_side,
         )
 
     @torch.no_grad()
@@ -507,7 +566,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         image_segments, video_segments = [], []
         if pixel_values is not None:
             for codes in self._tokenize_images(pixel_values, sample, generator):
-                image_segments.append((mapping.image_ids(codes.to(input_ids.device)), None))
+                image_segments.append(_Segment(mapping.image_ids(codes.to(input_ids.device))))
         if pixel_values_videos is not None:
             keyframe_codes = self._tokenize_images(pixel_values_videos, sample, generator)
             motion_codes = self.motion_tokenizer.encode(
@@ -521,17 +580,17 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
                     )
                     for i in range(clip, clip + num_clips)
                 ]
-                video_segments.append((torch.cat(clips), None))
+                video_segments.append(_Segment(torch.cat(clips)))
                 clip += num_clips
         labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
         expanded = self._expand_placeholders(
             input_ids,
             attention_mask,
             labels,
-            image_segments,
-            video_segments,
-            True,
-            self._padding_side(attention_mask),
+            image_segments=image_segments,
+            video_segments=video_segments,
+            label_segments=True,
+            padding_side=self._padding_side(attention_mask),
         )
         return {
             "input_ids": expanded.input_ids,
@@ -870,33 +929,9 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
             )
         max_keyframe_tokens = max_keyframe_tokens or config.visual_tokenizer_config.num_patches
         min_keyframe_tokens = min(min_keyframe_tokens, max_keyframe_tokens)
-        warpers = LogitsProcessorList()
-        if temperature != 1.0:
-            warpers.append(TemperatureLogitsWarper(temperature))
-        if top_k:
-            warpers.append(TopKLogitsWarper(top_k))
-        if top_p < 1.0:
-            warpers.append(TopPLogitsWarper(top_p))
-        sampling = {"warpers": warpers, "generator": generator}
-        # The reference only suppresses the text ids 3..31999 (and the motion ids) here, so ids 0-2 and
-        # [image_start] stay allowed; none of them is a keyframe code (its keyframe decoder drops them, and
-        # the pad id 2 is cut from the sequence), so only the visual codes and [image_end] are allowed.
-        # Closing a keyframe after `max_keyframe_tokens` (the tokenizer's patch count, the most a real
-        # keyframe has) instead of the reference's 500 keeps the sequence a well-formed clip.
-        keyframe_rules = LogitsProcessorList(
-            [
-                VideoLaVITTokenRangeLogitsProcessor(
-                    [mapping.visual_id_range, (config.image_end_token_id, config.image_end_token_id + 1)]
-                ),
-                MinLengthLogitsProcessor(min_keyframe_tokens, config.image_end_token_id, device=device),
-            ]
-        )
-        # The reference samples motion until [motion_end] (ids 0-2, [motion_start] and [motion_end] allowed,
-        # at most 500 tokens) and its video detokenizer then keeps the motion codes, cut or padded with code
-        # 0 to 135. Here exactly `motion_tokens_per_clip` motion codes are sampled and [motion_end] is
-        # appended: the same codes whenever the reference's model closes the clip at 135, and never a
-        # padded or cut motion grid (nor a sequence whose next clip follows an unclosed motion segment).
-        motion_rules = LogitsProcessorList([VideoLaVITTokenRangeLogitsProcessor([mapping.motion_id_range])])
+        sampling = {"warpers": _sampling_warpers(temperature, top_k, top_p), "generator": generator}
+        keyframe_rules = self._keyframe_rules(min_keyframe_tokens, device)
+        motion_rules = self._motion_rules()
         given_keyframes = (
             self._tokenize_images(pixel_values, False, None) if pixel_values is not None else None
         )
@@ -905,7 +940,6 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         keyframe_ids: list[list[torch.LongTensor]] = [[] for _ in range(batch_size)]
         motion_ids = []
         image_start = torch.tensor([config.image_start_token_id], device=device)
-        image_end = torch.tensor([config.image_end_token_id], device=device)
         motion_start = torch.tensor([config.motion_start_token_id], device=device)
         motion_end = torch.tensor([config.motion_end_token_id], device=device)
 
@@ -935,11 +969,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
                     do_sample=do_sample,
                     **sampling,
                 )
-                codes = []
-                for row, tokens in enumerate(new_tokens):
-                    visual = tokens[tokens != config.image_end_token_id]
-                    codes.append(mapping.vocab_to_visual(visual))
-                    sequences[row] = torch.cat([sequences[row], visual, image_end])
+                codes, sequences = self._close_keyframes(sequences, new_tokens)
             for row in range(batch_size):
                 keyframe_ids[row].append(codes[row])
             sequences = [torch.cat([seq, motion_start]) for seq in sequences]
@@ -966,6 +996,47 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         return VideoLaVITVideoTokensOutput(
             keyframe_ids=keyframe_ids, motion_ids=torch.stack(motion_ids, dim=1), sequences=sequences
         )
+
+    def _keyframe_rules(self, min_keyframe_tokens: int, device: torch.device) -> LogitsProcessorList:
+        """What a keyframe phase may sample: visual codes and `[image_end]`, the latter only after
+        `min_keyframe_tokens` codes."""
+        # The reference only suppresses the text ids 3..31999 (and the motion ids) here, so ids 0-2 and
+        # [image_start] stay allowed; none of them is a keyframe code (its keyframe decoder drops them, and
+        # the pad id 2 is cut from the sequence), so only the visual codes and [image_end] are allowed.
+        # Closing a keyframe after `max_keyframe_tokens` (the tokenizer's patch count, the most a real
+        # keyframe has) instead of the reference's 500 keeps the sequence a well-formed clip.
+        image_end = self.config.image_end_token_id
+        return LogitsProcessorList(
+            [
+                VideoLaVITTokenRangeLogitsProcessor(
+                    [self.vocabulary_mapping.visual_id_range, (image_end, image_end + 1)]
+                ),
+                MinLengthLogitsProcessor(min_keyframe_tokens, image_end, device=device),
+            ]
+        )
+
+    def _motion_rules(self) -> LogitsProcessorList:
+        """What a motion phase may sample: motion codes only."""
+        # The reference samples motion until [motion_end] (ids 0-2, [motion_start] and [motion_end] allowed,
+        # at most 500 tokens) and its video detokenizer then keeps the motion codes, cut or padded with code
+        # 0 to 135. Here exactly `motion_tokens_per_clip` motion codes are sampled and [motion_end] is
+        # appended: the same codes whenever the reference's model closes the clip at 135, and never a
+        # padded or cut motion grid (nor a sequence whose next clip follows an unclosed motion segment).
+        motion_codes = VideoLaVITTokenRangeLogitsProcessor([self.vocabulary_mapping.motion_id_range])
+        return LogitsProcessorList([motion_codes])
+
+    def _close_keyframes(
+        self, sequences: list[torch.LongTensor], new_tokens: list[torch.LongTensor]
+    ) -> tuple[list[torch.LongTensor], list[torch.LongTensor]]:
+        """A keyframe phase's sampled tokens (one 1-D tensor per row, maybe ending in `[image_end]`) -> each
+        row's 0-based visual codes, and the sequences extended by those codes and `[image_end]`."""
+        image_end_id = self.config.image_end_token_id
+        codes, closed = [], []
+        for sequence, tokens in zip(sequences, new_tokens, strict=True):
+            visual = tokens[tokens != image_end_id]
+            codes.append(self.vocabulary_mapping.vocab_to_visual(visual))
+            closed.append(torch.cat([sequence, visual, visual.new_tensor([image_end_id])]))
+        return codes, closed
 
     @staticmethod
     def _video_batch_size(input_ids: torch.LongTensor | None, pixel_values: torch.Tensor | None) -> int:
@@ -1069,6 +1140,18 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
             )
             position_ids = position_ids[:, -1:] + 1
         return [generated[row, : int(lengths[row])] for row in range(batch_size)]
+
+
+def _sampling_warpers(temperature: float, top_k: int | None, top_p: float) -> LogitsProcessorList:
+    """Temperature, top-k and top-p warpers, each only when it changes the distribution."""
+    warpers = LogitsProcessorList()
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    return warpers
 
 
 def pretraining_text(caption: str, placeholder: str, order: str) -> str:

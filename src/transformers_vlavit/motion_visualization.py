@@ -15,6 +15,8 @@ import torch
 _WHEEL_SEGMENTS = (15, 6, 4, 11, 13, 6)
 
 
+# `diffusers_vlavit.models.MotionShapeError` (the motion condition encoder's) is a separate class on purpose:
+# that module loads as self-contained diffusers custom code and cannot import this one
 class MotionShapeError(ValueError):
     """The motion array does not have the `[..., 2, H, W]` layout (x and y components)."""
 

@@ -9,7 +9,8 @@ writes (`vlavit tiny-checkpoint`, `vlavit convert`, the training scripts, `pipe.
 records the task under `custom_pipelines` in `config.json` and holds this file next to the model code
 (transformers' custom-pipeline mechanism, `write_text_to_video_task`), and its detokenizer folders hold their
 pipeline and model modules as diffusers custom code, so the detokenizer also loads from the folder.
-This module therefore imports only transformers, diffusers and the standard library.
+This module therefore imports only transformers, diffusers, the standard library and its sibling `layout`
+(which travels with it).
 """
 
 from __future__ import annotations
@@ -24,15 +25,20 @@ from typing import Any
 from transformers import Pipeline
 from transformers.utils import logging
 
+# the checkpoint layout's names, re-exported from here for older imports
+from .layout import (
+    DETOKENIZER_FOLDER,
+    DETOKENIZER_PIPELINE_CLASS,
+    DETOKENIZER_PIPELINE_MODULE,
+    KEYFRAME_FOLDER,
+    VIDEO_FOLDER,
+)
+
 logger = logging.get_logger(__name__)
 
 TASK = "text-to-video"
-# sub-folder of a Video-LaVIT checkpoint that holds the diffusion detokenizer
-DETOKENIZER_FOLDER = "detokenizer"
-# the `vlavit tiny-checkpoint` / `vlavit convert` layout: one diffusers pipeline per detokenizer
-KEYFRAME_FOLDER, VIDEO_FOLDER = "keyframe", "video"
-# the module of diffusers' `VideoLaVITPipeline`, saved as code in `detokenizer/` next to those two pipelines
-DETOKENIZER_PIPELINE_MODULE, DETOKENIZER_PIPELINE_CLASS = "pipeline_video_lavit", "VideoLaVITPipeline"
+# sibling modules this one imports; they travel with it into checkpoint folders as custom code
+_CODE_DEPENDENCIES = ("layout",)
 
 # keyword arguments forwarded to `VideoLaVITPipeline.__call__`
 _GENERATION_PARAMETERS = (
@@ -86,7 +92,8 @@ def write_text_to_video_task(
     """Register `text-to-video` in a saved model folder as transformers custom-pipeline code.
 
     Adds the task to `custom_pipelines` in `folder/config.json` (what `Pipeline.save_pretrained` writes) and
-    copies this module there, so that `pipeline("text-to-video", model=folder, trust_remote_code=True)` (or
+    copies this module (and `layout.py`, which it imports) there, so that
+    `pipeline("text-to-video", model=folder, trust_remote_code=True)` (or
     `pipeline(model=folder, trust_remote_code=True)`) works where the Video-LaVIT packages are not installed.
 
     Args:
@@ -113,6 +120,8 @@ def write_text_to_video_task(
     }
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     shutil.copyfile(__file__, folder / f"{stem}.py")
+    for module in _CODE_DEPENDENCIES:
+        shutil.copyfile(Path(__file__).with_name(f"{module}.py"), folder / f"{module}.py")
 
 
 class VideoLaVITTextToVideoPipeline(Pipeline):

@@ -5,6 +5,9 @@ package installed: the causal LM with both tokenizers (`VideoLaVITConfig.tiny()`
 (image processor + a Llama-style tokenizer trained locally, with the visual/motion tokens and the
 Vicuna-v1 chat template), the `text-to-video` pipeline code and, when `diffusers_vlavit` is importable,
 the tiny detokenizer pipelines under `folder/detokenizer`.
+
+It is the top of the tiny factories: sizes come from `VideoLaVITConfig.tiny()` (language model, tokenizers)
+and `diffusers_vlavit.tiny` (detokenizers), imported where they are written (the dependency rule).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from transformers.utils import logging
 from .configuration_video_lavit import VideoLaVITConfig
 from .image_processing_video_lavit import VideoLaVITImageProcessor
 from .modeling_video_lavit import VideoLaVITForCausalLM
-from .pipeline_text_to_video import DETOKENIZER_FOLDER, write_text_to_video_task
+from .layout import DETOKENIZER_FOLDER
+from .pipeline_text_to_video import write_text_to_video_task
 from .processing_video_lavit import VICUNA_V1_CHAT_TEMPLATE, VideoLaVITProcessor
 from .tokenizer_training import train_video_lavit_tokenizer
 

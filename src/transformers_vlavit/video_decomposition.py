@@ -53,7 +53,9 @@ GOP_SIZE = 12
 MPEG4_BIT_RATE = 8_000_000
 MOTION_BLOCK_SIZE = 16
 MOTION_GRID_SIZE = (20, 36)
-# Motion is divided by the frame size, then by this std (mean 0); the LLM path divides by a further 10.
+# Motion is divided by the frame size, then by this std (mean 0); the LLM path divides by a further 10, the
+# default `VideoLaVITMotionTokenizerConfig.motion_scale_factor` (a test keeps them equal). Not imported from
+# there: this module travels with the processor as diffusers custom code, which copies only direct siblings.
 MOTION_STD = (0.0993703, 0.1130276)
 LLM_MOTION_SCALE = 10.0
 # "No vector here" marker of the original's full-resolution map; cells still below the threshold
@@ -493,6 +495,8 @@ def motion_from_blocks(
         neighbours = blocks[:, [gop_size - 1, gop_size + 1]].transpose(1, 2)  # [clips, 2, 2, Hb, Wb]
         between = F.interpolate(neighbours, scale_factor=(1.5, 1.0, 1.0), mode="trilinear")
         blocks[:, gop_size] = between[:, :, 1]
+    # the per-frame bicubic resize, repeated in the motion tokenizer and the two video-detokenizer modules:
+    # each travels alone as custom code
     resized = F.interpolate(blocks.flatten(0, 1), size=size, mode="bicubic", align_corners=False)
     return resized.view(clips, frames, 2, *size).transpose(1, 2).contiguous()
 
@@ -768,6 +772,50 @@ def _binary_writer(target: str | os.PathLike | BinaryIO | None) -> Iterator[Bina
         yield target
 
 
+def _transcode_frames(encoder: _MotionEncoder, frames: Iterator[av.VideoFrame], overlap: bool) -> None:
+    """Feed the 6 fps frames to the MPEG-4 encoder (in its own thread with ``overlap``) until they end."""
+    if overlap:
+        encoder.run_threaded(frames)
+        return
+    for frame in frames:
+        encoder.push(frame)
+    encoder.push(None)
+
+
+def _read_stream_motion(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    accumulator: _MotionAccumulator,
+    name: str,
+    fps: int,
+    decoder_threads: int,
+) -> None:
+    """``transcode=False``: accumulate the motion vectors of the source stream's own frames as they are."""
+    if stream.codec_context.name != "mpeg4":
+        logger.warning(
+            "%s: transcode=False reads the motion vectors of its %s stream as they are; "
+            "Video-LaVIT was trained on MPEG-4 Part 2 at %d fps (use transcode=True)",
+            name,
+            stream.codec_context.name,
+            fps,
+        )
+    stream.codec_context.options = {"flags2": "+export_mvs"}
+    for frame in _source_frames(container, stream, name, decoder_threads):
+        accumulator.add(frame)
+
+
+def _clip_keyframes(
+    source: _Source, intra_packets: _SpooledRecords | None, frame_types: str, ordinals: list[int]
+) -> list[Image.Image]:
+    """The clips' keyframes: decoded from the re-encoding's I-frame packets when there are some (transcode),
+    else decoded again from the source."""
+    if intra_packets is None:
+        return _decode_keyframes_again(source, ordinals)
+    if len(intra_packets) != frame_types.count("I"):
+        raise VideoDecodeError(f"{source.name}: the MPEG-4 encoder's key packets do not match its I-frames")
+    return _decode_intra_packets(intra_packets, ordinals)
+
+
 def decompose_video(
     video: VideoInput,
     *,
@@ -834,30 +882,12 @@ def decompose_video(
                         fps, bit_rate, GOP_SIZE, encoder_threads, accumulator, stream_copy
                     )
                     spools.callback(encoder.intra_packets.close)
-                    frames = _resampled_frames(
-                        _source_frames(container, stream, source.name, decoder_threads),
-                        stream,
-                        fps,
-                        source.name,
-                    )
-                    if overlap:
-                        encoder.run_threaded(frames)
-                    else:
-                        for frame in frames:
-                            encoder.push(frame)
-                        encoder.push(None)
+                    frames = _source_frames(container, stream, source.name, decoder_threads)
+                    _transcode_frames(encoder, _resampled_frames(frames, stream, fps, source.name), overlap)
+                intra_packets = encoder.intra_packets
             else:
-                if stream.codec_context.name != "mpeg4":
-                    logger.warning(
-                        "%s: transcode=False reads the motion vectors of its %s stream as they are; "
-                        "Video-LaVIT was trained on MPEG-4 Part 2 at %d fps (use transcode=True)",
-                        source.name,
-                        stream.codec_context.name,
-                        fps,
-                    )
-                stream.codec_context.options = {"flags2": "+export_mvs"}
-                for frame in _source_frames(container, stream, source.name, decoder_threads):
-                    accumulator.add(frame)
+                _read_stream_motion(container, stream, accumulator, source.name, fps, decoder_threads)
+                intra_packets = None
             nominal_rate = float(stream.average_rate or stream.guessed_rate or fps)
 
         frame_types = "".join(accumulator.types)
@@ -868,14 +898,7 @@ def decompose_video(
             raise VideoDecodeError(f"{source.name}: the stream has no I-frame to start a clip at")
         intra_ordinal = np.cumsum(np.frombuffer(frame_types.encode("ascii"), dtype=np.uint8) == ord("I")) - 1
         ordinals = [int(intra_ordinal[start]) for start in starts]
-        if transcode:
-            if len(encoder.intra_packets) != frame_types.count("I"):
-                raise VideoDecodeError(
-                    f"{source.name}: the MPEG-4 encoder's key packets do not match its I-frames"
-                )
-            keyframes = _decode_intra_packets(encoder.intra_packets, ordinals)
-        else:
-            keyframes = _decode_keyframes_again(source, ordinals)
+        keyframes = _clip_keyframes(source, intra_packets, frame_types, ordinals)
 
         blocks = _clip_blocks(accumulator.grids, starts, clip_frames, accumulator.frame_size)
         motion = motion_from_blocks(blocks)

@@ -64,3 +64,44 @@ def test_unconditional_rows_are_zero_and_come_first():
         assert both.shape == (4, *condition.shape[1:])
         assert not both[:2].any()
         torch.testing.assert_close(both[2:], condition)
+
+
+def test_added_time_ids_repeat_per_row_and_check_the_unet():
+    from types import SimpleNamespace
+
+    from diffusers_vlavit.pipelines.detokenizer_sampling import added_time_ids
+
+    unet = SimpleNamespace(
+        config=SimpleNamespace(addition_time_embed_dim=8),
+        add_embedding=SimpleNamespace(linear_1=torch.nn.Linear(3 * 8 + 32, 4)),
+    )
+    ids = added_time_ids(unet, [6, 127, 0.02], 2, torch.float32, pooled_dim=32)
+    assert ids.shape == (2, 3) and torch.equal(ids[1], torch.tensor([6, 127, 0.02]))
+    with pytest.raises(ValueError, match="added embedding takes 56 inputs"):
+        added_time_ids(unet, [6, 127, 0.02], 2, torch.float32)
+
+
+def test_frame_guidance_scales_rise_over_the_frames_and_are_constant_when_min_is_max():
+    from diffusers_vlavit.pipelines.detokenizer_sampling import frame_guidance_scales
+
+    rising = frame_guidance_scales(1.0, 4.0, 4, torch.float32)
+    assert rising.shape == (1, 4, 1, 1, 1)
+    assert torch.equal(rising.flatten(), torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert torch.equal(frame_guidance_scales(4.0, 4.0, 24, torch.float32), torch.full((1, 24, 1, 1, 1), 4.0))
+
+
+def test_clip_conditions_stack_keyframe_latents_and_motion_with_a_zero_half():
+    from diffusers_vlavit.pipelines.detokenizer_sampling import clip_conditions
+
+    class Encoder(torch.nn.Module):
+        dtype = torch.float32
+
+        def forward(self, motion):
+            return motion.flatten(3).transpose(1, 2)  # [batch, frames, 2, cells] stands in for the features
+
+    motion, latents = torch.randn(1, 2, 3, 4, 5), torch.randn(1, 4, 4, 5)
+    conditions, features = clip_conditions(Encoder(), motion, latents, torch.float32, do_guidance=True)
+    assert conditions.shape == (2, 3, 6, 4, 5) and features.shape == (2, 3, 2, 20)
+    assert not conditions[0].any() and not features[0].any()
+    assert torch.equal(conditions[1, 2, :4], latents[0])
+    assert torch.equal(conditions[1, 2, 4:], motion[0, :, 2])

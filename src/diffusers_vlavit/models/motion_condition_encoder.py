@@ -19,6 +19,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 
+# `transformers_vlavit.motion_visualization.MotionShapeError` is the same kind of error for `motion_to_rgb`;
+# this module cannot import it: it loads as self-contained custom code
 class MotionShapeError(ValueError):
     """Raised when a motion tensor does not have the ``[batch, 2, frames, height, width]`` layout."""
 
@@ -85,6 +87,10 @@ class MotionSelfAttention(nn.Module, AttentionModuleMixin):
         return self.processor(self, hidden_states)
 
 
+# Adapted from `transformers_vlavit.modeling_motion_tokenizer.VideoLaVITMotionBlock` (same computation, the
+# key-bias-free attention included). Not shared: this module loads as self-contained diffusers custom code,
+# and the weights are named differently (`norm_spatial` / `spatial_attn.to_q` / `ff` here, `spatial_norm` /
+# `spatial_attention.q_proj` / `mlp` there), so one class would change a state dict's keys.
 class FactorizedSpatioTemporalBlock(nn.Module):
     """Pre-norm transformer block with spatial attention, then temporal attention, then a feed-forward.
 
@@ -191,6 +197,8 @@ class MotionConditionEncoder(ModelMixin, ConfigMixin, AttentionMixin):
         batch, channels, frames, height, width = motion.shape
         if (height, width) == grid_size:
             return motion
+        # the per-frame bicubic resize of `decompose_video` and the motion tokenizer's
+        # `decode_for_detokenizer`, repeated: each of these modules travels alone as custom code
         per_frame = motion.transpose(1, 2).reshape(batch * frames, channels, height, width)
         # bicubic interpolation is not implemented for every reduced-precision dtype on every device
         resized = F.interpolate(per_frame.float(), size=grid_size, mode="bicubic", align_corners=False)

@@ -59,6 +59,47 @@ def with_zero_unconditional(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(torch.cat([torch.zeros_like(tensor), tensor]) for tensor in tensors)
 
 
+def added_time_ids(
+    unet: torch.nn.Module,
+    time_ids: list[float],
+    rows: int,
+    dtype: torch.dtype,
+    device: torch.device | str | None = None,
+    pooled_dim: int = 0,
+) -> torch.Tensor:
+    """A U-Net's micro-conditioning ids ``[rows, len(time_ids)]``, checked against its added embedding.
+
+    The keyframe U-Net (SDXL) takes 6 ids (original size, crop top-left, target size) next to the pooled
+    keyframe-decoder embedding of ``pooled_dim``; the video U-Net (SVD) takes 3 (fps, motion bucket id, noise
+    augmentation strength) and no pooled embedding.
+
+    Raises:
+        ValueError: the U-Net's added embedding takes another number of inputs.
+    """
+    passed = unet.config.addition_time_embed_dim * len(time_ids) + pooled_dim
+    expected = unet.add_embedding.linear_1.in_features
+    if passed != expected:
+        raise ValueError(
+            f"the U-Net's added embedding takes {expected} inputs but {len(time_ids)} time ids"
+            f"{f' and a pooled embedding of {pooled_dim}' if pooled_dim else ''} give {passed}; check "
+            "unet.config.projection_class_embeddings_input_dim (and "
+            "keyframe_decoder.config.pooled_projection_dim)"
+        )
+    return torch.tensor([list(time_ids)], dtype=dtype, device=device).repeat(rows, 1)
+
+
+def frame_guidance_scales(
+    min_guidance_scale: float,
+    max_guidance_scale: float,
+    num_frames: int,
+    dtype: torch.dtype,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The video detokenizer's guidance rising linearly over the frames: ``[1, num_frames, 1, 1, 1]``."""
+    scales = torch.linspace(min_guidance_scale, max_guidance_scale, num_frames, device=device, dtype=dtype)
+    return scales.view(1, num_frames, 1, 1, 1)
+
+
 def apply_guidance(noise_pred: torch.Tensor, guidance_scale: torch.Tensor | float) -> torch.Tensor:
     """Classifier-free guidance on a prediction whose first half is the unconditional branch.
 
@@ -71,6 +112,35 @@ def apply_guidance(noise_pred: torch.Tensor, guidance_scale: torch.Tensor | floa
     """
     uncond, cond = noise_pred.chunk(2)
     return uncond + guidance_scale * (cond - uncond)
+
+
+def keyframe_conditions(
+    keyframe_decoder: torch.nn.Module,
+    code_embeddings: torch.Tensor,
+    token_counts: torch.Tensor,
+    do_guidance: bool,
+    num_images_per_prompt: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keyframe U-Net's SDXL conditioning from keyframe code embeddings.
+
+    Args:
+        keyframe_decoder: the `KeyframeTokenDecoder`.
+        code_embeddings: ``[sum n_i, code_dim]`` code embeddings of every keyframe, in order.
+        token_counts: ``[batch]`` codes per keyframe.
+        do_guidance: prepend the all-zero unconditional half.
+        num_images_per_prompt: images rendered per keyframe (rows repeated in place).
+
+    Returns:
+        ``prompt_embeds [(2 *) batch * num_images_per_prompt, tokens, dim]`` and
+        ``pooled_prompt_embeds [(2 *) batch * num_images_per_prompt, pooled_dim]``.
+    """
+    prompt_embeds, pooled_prompt_embeds = keyframe_decoder(code_embeddings, token_counts)
+    if num_images_per_prompt > 1:
+        prompt_embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+        pooled_prompt_embeds = pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+    if do_guidance:
+        prompt_embeds, pooled_prompt_embeds = with_zero_unconditional(prompt_embeds, pooled_prompt_embeds)
+    return prompt_embeds, pooled_prompt_embeds
 
 
 def denoise_keyframe_latents(
@@ -128,6 +198,37 @@ def denoise_keyframe_latents(
             latents = on_step_end(step, t, latents)
         progress_bar.update()
     return latents
+
+
+def clip_conditions(
+    motion_encoder: torch.nn.Module,
+    motion: torch.Tensor,
+    image_latents: torch.Tensor,
+    dtype: torch.dtype,
+    do_guidance: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The video U-Net's conditions of a batch of clips, for :func:`denoise_clip_latents`.
+
+    Args:
+        motion_encoder: the `MotionConditionEncoder`.
+        motion: ``[batch, 2, frames, h, w]`` motion at the latent size (detokenizer scale), on the device.
+        image_latents: ``[batch, 4, h, w]`` keyframe latents (:func:`encode_augmented_keyframes`).
+        dtype: the U-Net's dtype.
+        do_guidance: prepend the all-zero unconditional half.
+
+    Returns:
+        ``condition_latents [(2 *) batch, frames, 4 + 2, h, w]`` (keyframe latents repeated over the frames,
+        then the motion channels) and ``motion_features [(2 *) batch, frames, tokens, dim]``.
+    """
+    num_frames = motion.shape[2]
+    motion_features = motion_encoder(motion.to(motion_encoder.dtype)).to(dtype)
+    motion_channels = motion.transpose(1, 2).to(dtype)  # [batch, frames, 2, h, w]
+    image_latents = image_latents.to(dtype).unsqueeze(1).repeat(1, num_frames, 1, 1, 1)
+    if do_guidance:
+        motion_features, image_latents, motion_channels = with_zero_unconditional(
+            motion_features, image_latents, motion_channels
+        )
+    return torch.cat([image_latents, motion_channels], dim=2), motion_features
 
 
 def denoise_clip_latents(
@@ -206,6 +307,20 @@ def encode_augmented_keyframes(
     )
     with upcast_vae(vae):
         return vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
+
+
+def decode_image_latents(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    """Keyframe-VAE decode (upcast when the VAE asks for it).
+
+    Args:
+        latents: ``[batch, 4, h, w]`` scaled latents.
+
+    Returns:
+        Images ``[batch, 3, H, W]``, float32 in [-1, 1] (not clamped), whatever the VAE's dtype.
+    """
+    with upcast_vae(vae):
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    return images.float()
 
 
 def decode_clip_latents(

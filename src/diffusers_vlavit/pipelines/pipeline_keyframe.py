@@ -23,10 +23,11 @@ from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 
 from .detokenizer_sampling import (
+    added_time_ids,
+    decode_image_latents,
     denoise_keyframe_latents,
+    keyframe_conditions,
     scheduler_step_kwargs,
-    upcast_vae,
-    with_zero_unconditional,
 )
 from .loading import CustomPipelineSavingMixin
 
@@ -200,12 +201,13 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
             ``prompt_embeds [(2 *) batch * num_images_per_prompt, 256, d1 + d2]`` and
             ``pooled_prompt_embeds [(2 *) batch * num_images_per_prompt, d2]``.
         """
-        prompt_embeds, pooled_prompt_embeds = self.keyframe_decoder(code_embeddings, token_counts)
-        prompt_embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
-        pooled_prompt_embeds = pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
-        if do_classifier_free_guidance:
-            prompt_embeds, pooled_prompt_embeds = with_zero_unconditional(prompt_embeds, pooled_prompt_embeds)
-        return prompt_embeds, pooled_prompt_embeds
+        return keyframe_conditions(
+            self.keyframe_decoder,
+            code_embeddings,
+            token_counts,
+            do_classifier_free_guidance,
+            num_images_per_prompt=num_images_per_prompt,
+        )
 
     def get_add_time_ids(
         self,
@@ -216,16 +218,8 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         dtype: torch.dtype,
     ) -> torch.Tensor:
         """SDXL micro-conditioning ``[1, 6]`` = original size, crop top-left, target size."""
-        add_time_ids = list(original_size) + list(crops_coords_top_left) + list(target_size)
-        passed = self.unet.config.addition_time_embed_dim * len(add_time_ids) + pooled_dim
-        expected = self.unet.add_embedding.linear_1.in_features
-        if passed != expected:
-            raise ValueError(
-                f"the U-Net's added embedding takes {expected} inputs but the keyframe decoder and "
-                f"add_time_ids give {passed}; check unet.config.projection_class_embeddings_input_dim and "
-                "keyframe_decoder.config.pooled_projection_dim"
-            )
-        return torch.tensor([add_time_ids], dtype=dtype)
+        time_ids = [*original_size, *crops_coords_top_left, *target_size]
+        return added_time_ids(self.unet, time_ids, 1, dtype, pooled_dim=pooled_dim)
 
     def prepare_latents(
         self,
@@ -260,11 +254,8 @@ class VideoLaVITKeyframePipeline(CustomPipelineSavingMixin, DiffusionPipeline):
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-decode ``[batch, 4, h, w]`` latents to float32 images ``[batch, 3, H, W]`` in [-1, 1]."""
-        with upcast_vae(self.vae):
-            latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
-            image = self.vae.decode(latents, return_dict=False)[0]
         # outputs are float32 whatever the VAE's dtype, like the video pipeline's frames
-        return image.float()
+        return decode_image_latents(self.vae, latents)
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)

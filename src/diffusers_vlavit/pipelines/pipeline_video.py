@@ -25,10 +25,12 @@ from diffusers.video_processor import VideoProcessor
 from transformers import PreTrainedModel
 
 from .detokenizer_sampling import (
+    added_time_ids,
+    clip_conditions,
     decode_clip_latents,
     denoise_clip_latents,
     encode_augmented_keyframes,
-    with_zero_unconditional,
+    frame_guidance_scales,
 )
 from .loading import CustomPipelineSavingMixin
 
@@ -176,6 +178,8 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
         if motion_ids is not None:
             return self.motion_tokenizer.decode_for_detokenizer(motion_ids.to(device), *latent_size)
+        # the per-frame bicubic resize of `decompose_video` and the motion tokenizer's
+        # `decode_for_detokenizer`, repeated: each of these modules travels alone as custom code
         batch, channels, frames = motion.shape[:3]
         per_frame = motion.to(device).transpose(1, 2).flatten(0, 1).float()
         resized = F.interpolate(per_frame, size=latent_size, mode="bicubic", align_corners=False)
@@ -198,15 +202,7 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         self, fps: int, motion_bucket_id: int, noise_aug_strength: float, batch_size: int, dtype: torch.dtype
     ) -> torch.Tensor:
         """SVD micro-conditioning ``[batch, 3]``: fps, motion bucket id, noise augmentation strength."""
-        add_time_ids = [fps, motion_bucket_id, noise_aug_strength]
-        passed = self.unet.config.addition_time_embed_dim * len(add_time_ids)
-        expected = self.unet.add_embedding.linear_1.in_features
-        if passed != expected:
-            raise ValueError(
-                f"the U-Net's added time embedding takes {expected} inputs but 3 time ids give {passed}; "
-                "check unet.config.projection_class_embeddings_input_dim"
-            )
-        return torch.tensor([add_time_ids], dtype=dtype).repeat(batch_size, 1)
+        return added_time_ids(self.unet, [fps, motion_bucket_id, noise_aug_strength], batch_size, dtype)
 
     def prepare_latents(
         self,
@@ -313,23 +309,17 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         num_frames = num_frames or frames_in_motion
         if num_frames != frames_in_motion:
             raise VideoInputError(f"num_frames={num_frames} but the motion has {frames_in_motion} frames")
-        motion_features = self.motion_encoder(motion_latents.to(self.motion_encoder.dtype)).to(dtype)
-        motion_latents = motion_latents.transpose(1, 2).to(dtype)  # [batch, frames, 2, h, w]
 
-        # 3. Keyframe latents, repeated over the frames
+        # 3. Keyframe latents; with the motion, the U-Net's conditions (shared with VideoLaVITPipeline)
         image_latents = self.encode_keyframe(image, height, width, noise_aug_strength, generator, device)
-        image_latents = image_latents.to(dtype).unsqueeze(1).repeat(1, num_frames, 1, 1, 1)
-
-        if self.do_classifier_free_guidance:
-            motion_features, image_latents, motion_latents = with_zero_unconditional(
-                motion_features, image_latents, motion_latents
-            )
+        condition_latents, motion_features = clip_conditions(
+            self.motion_encoder, motion_latents, image_latents, dtype, self.do_classifier_free_guidance
+        )
 
         # 4. Added time ids
-        added_time_ids = self.get_add_time_ids(
-            fps, motion_bucket_id, noise_aug_strength, image_latents.shape[0], dtype
-        )
-        added_time_ids = added_time_ids.to(device)
+        time_ids = self.get_add_time_ids(
+            fps, motion_bucket_id, noise_aug_strength, condition_latents.shape[0], dtype
+        ).to(device)
 
         # 5. Timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -337,7 +327,7 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
 
         # 6. Initial latents
         num_channels_latents = self.vae.config.latent_channels
-        expected_in = 2 * num_channels_latents + motion_latents.shape[2]
+        expected_in = 2 * num_channels_latents + motion_latents.shape[1]
         if self.unet.config.in_channels != expected_in:
             raise ValueError(
                 f"the U-Net takes {self.unet.config.in_channels} input channels but noisy latents, keyframe "
@@ -354,10 +344,10 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
 
         # 7. Guidance scale per frame
         if use_linear_guidance:
-            guidance = torch.linspace(
-                min_guidance_scale, max_guidance_scale, num_frames, device=device, dtype=dtype
+            guidance = frame_guidance_scales(
+                min_guidance_scale, max_guidance_scale, num_frames, dtype, device
             )
-            self._guidance_scale = guidance.view(1, num_frames, 1, 1, 1).repeat(batch_size, 1, 1, 1, 1)
+            self._guidance_scale = guidance.repeat(batch_size, 1, 1, 1, 1)
 
         # 8. Denoising loop
         on_step_end = None
@@ -373,9 +363,9 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
                 self.scheduler,
                 latents,
                 timesteps,
-                torch.cat([image_latents, motion_latents], dim=2),
+                condition_latents,
                 motion_features,
-                added_time_ids,
+                time_ids,
                 self.guidance_scale,
                 self.do_classifier_free_guidance,
                 progress_bar,

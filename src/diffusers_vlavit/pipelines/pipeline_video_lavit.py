@@ -49,13 +49,17 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from .detokenizer_sampling import (
     StepEndCallback,
+    added_time_ids,
+    clip_conditions,
     decode_clip_latents,
+    decode_image_latents,
     denoise_clip_latents,
     denoise_keyframe_latents,
     encode_augmented_keyframes,
+    frame_guidance_scales,
+    keyframe_conditions,
     scheduler_step_kwargs,
     upcast_vae,
-    with_zero_unconditional,
 )
 from .loading import CustomPipelineSavingMixin, copy_module_files
 
@@ -503,10 +507,7 @@ class VideoLaVITPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
 
     def decode_keyframe_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Keyframe-VAE decode: scaled latents ``[batch, 4, h, w]`` -> ``[batch, 3, H, W]`` in [0, 1]."""
-        vae = self.keyframe_vae
-        with upcast_vae(vae):
-            images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-        return (images.float() / 2 + 0.5).clamp(0, 1)
+        return (decode_image_latents(self.keyframe_vae, latents) / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
     def render_keyframes(
@@ -537,15 +538,23 @@ class VideoLaVITPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         """
         device = self._execution_device
         batch_size = len(token_counts)
-        prompt_embeds, pooled = self.keyframe_decoder(
-            code_embeddings.to(device=device, dtype=self.keyframe_decoder.dtype), token_counts.to(device)
+        prompt_embeds, pooled = keyframe_conditions(
+            self.keyframe_decoder,
+            code_embeddings.to(device=device, dtype=self.keyframe_decoder.dtype),
+            token_counts.to(device),
+            do_guidance=guidance_scale > 1,
         )
-        if guidance_scale > 1:
-            prompt_embeds, pooled = with_zero_unconditional(prompt_embeds, pooled)
         dtype = self.keyframe_unet.dtype
         prompt_embeds, pooled = prompt_embeds.to(dtype), pooled.to(dtype)
-        time_ids = torch.tensor([[height, width, 0, 0, height, width]], device=device, dtype=dtype)
-        time_ids = time_ids.repeat(prompt_embeds.shape[0], 1)
+        # SDXL micro-conditioning as the keyframe pipeline's defaults: original = target size, no crop
+        time_ids = added_time_ids(
+            self.keyframe_unet,
+            [height, width, 0, 0, height, width],
+            prompt_embeds.shape[0],
+            dtype,
+            device,
+            pooled_dim=pooled.shape[-1],
+        )
 
         scheduler = self.keyframe_scheduler
         scheduler.set_timesteps(num_inference_steps, device=device)
@@ -619,30 +628,24 @@ class VideoLaVITPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
         device = self._execution_device
         dtype = self.unet.dtype
         batch_size, _, num_frames = motion.shape[:3]
-        motion_features = self.motion_encoder(motion.to(device=device, dtype=self.motion_encoder.dtype)).to(
-            dtype
-        )
-        motion_channels = motion.transpose(1, 2).to(device=device, dtype=dtype)
-
         image_latents = encode_augmented_keyframes(
             self.vae, keyframes.to(device) * 2 - 1, noise_aug_strength, generator
         )
-        image_latents = image_latents.to(dtype).unsqueeze(1).repeat(1, num_frames, 1, 1, 1)
-
-        guidance = (
-            torch.linspace(min_guidance_scale, max_guidance_scale, num_frames, device=device, dtype=dtype)
-            if use_linear_guidance
-            else torch.full((num_frames,), max_guidance_scale, device=device, dtype=dtype)
-        ).view(1, num_frames, 1, 1, 1)
         do_guidance = max_guidance_scale > 1
-        if do_guidance:
-            motion_features, image_latents, motion_channels = with_zero_unconditional(
-                motion_features, image_latents, motion_channels
-            )
-        added_time_ids = torch.tensor(
-            [[fps, motion_bucket_id, noise_aug_strength]], device=device, dtype=dtype
+        condition_latents, motion_features = clip_conditions(
+            self.motion_encoder, motion.to(device), image_latents, dtype, do_guidance
         )
-        added_time_ids = added_time_ids.repeat(image_latents.shape[0], 1)
+        # min == max gives max on every frame, as `use_linear_guidance=False` asks
+        guidance = frame_guidance_scales(
+            min_guidance_scale if use_linear_guidance else max_guidance_scale,
+            max_guidance_scale,
+            num_frames,
+            dtype,
+            device,
+        )
+        time_ids = added_time_ids(
+            self.unet, [fps, motion_bucket_id, noise_aug_strength], condition_latents.shape[0], dtype, device
+        )
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         shape = (batch_size, num_frames, self.vae.config.latent_channels, *motion.shape[-2:])
@@ -657,9 +660,9 @@ class VideoLaVITPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
                 self.scheduler,
                 latents,
                 timesteps,
-                torch.cat([image_latents, motion_channels], dim=2),
+                condition_latents,
                 motion_features,
-                added_time_ids,
+                time_ids,
                 guidance,
                 do_guidance,
                 progress_bar,

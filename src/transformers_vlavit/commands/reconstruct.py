@@ -20,12 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..pipeline_text_to_video import (
-    DETOKENIZER_FOLDER,
-    KEYFRAME_FOLDER,
-    VIDEO_FOLDER,
-    DetokenizerNotFoundError,
-)
+from ..layout import DETOKENIZER_FOLDER, KEYFRAME_FOLDER, VIDEO_FOLDER
+from ..pipeline_text_to_video import DetokenizerNotFoundError
 from .ask import DTYPES
 from .inputs import CommandInputError, check_output_file, decompose_input_video
 

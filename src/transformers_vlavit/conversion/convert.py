@@ -51,7 +51,25 @@ from ..image_processing_video_lavit import VideoLaVITImageProcessor
 from ..modeling_motion_tokenizer import VideoLaVITMotionTokenizer
 from ..modeling_video_lavit import VideoLaVITForCausalLM
 from ..modeling_visual_tokenizer import VideoLaVITVisualTokenizer
-from ..pipeline_text_to_video import DETOKENIZER_FOLDER, write_text_to_video_task
+from ..layout import (
+    DETOKENIZER_FOLDER,
+    EVA_VIT_FILE,
+    IMAGE_DETOKENIZER_FOLDER,
+    KEYFRAME_DECODER_FILE,
+    LANGUAGE_MODEL_FOLDER,
+    MOTION_TOKENIZER_FILE,
+    SENTENCEPIECE_FILE,
+    TOKENIZER_ENCODER_FILE,
+    UNDERSTANDING_FOLDER,
+    UNDERSTANDING_LANGUAGE_MODEL_FOLDER,
+    UNDERSTANDING_VISUAL_WEIGHT_FILE,
+    VIDEO_DETOKENIZER_FOLDER,
+    VISUAL_TOKENIZER_FOLDER,
+)
+# the converted pipelines' folders, importable from here under their former names
+from ..layout import KEYFRAME_FOLDER as KEYFRAME_PIPELINE_FOLDER
+from ..layout import VIDEO_FOLDER as VIDEO_PIPELINE_FOLDER
+from ..pipeline_text_to_video import write_text_to_video_task
 from ..processing_video_lavit import VICUNA_V1_CHAT_TEMPLATE, VideoLaVITProcessor
 from ..tokenizer_training import (
     IMAGE_PLACEHOLDER,
@@ -72,24 +90,6 @@ from .visual_tokenizer import (
 )
 
 logger = logging.get_logger(__name__)
-
-# released layout (names fixed by the reference loading code)
-LANGUAGE_MODEL_FOLDER = "language_model"
-UNDERSTANDING_LANGUAGE_MODEL_FOLDER = "language_model_sft"
-VISUAL_TOKENIZER_FOLDER = "visual_tokenizer"
-EVA_VIT_FILE = "eva_vitg_psz14.bin"
-TOKENIZER_ENCODER_FILE = "tokenizer_encoder.bin"
-KEYFRAME_DECODER_FILE = "highres_tokenizer_decoder.bin"
-UNDERSTANDING_VISUAL_WEIGHT_FILE = "visual_weight.bin"
-MOTION_TOKENIZER_FILE = "motion_tokenizer.bin"
-IMAGE_DETOKENIZER_FOLDER = "image_detokenizer"
-VIDEO_DETOKENIZER_FOLDER = "video_detokenizer"
-SENTENCEPIECE_FILE = "tokenizer.model"
-
-# converted layout
-UNDERSTANDING_FOLDER = "understanding"
-KEYFRAME_PIPELINE_FOLDER = "keyframe"
-VIDEO_PIPELINE_FOLDER = "video"
 
 # weight file names tried in each folder, safetensors first; each may also be sharded (`<name>.index.json`)
 _TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin")

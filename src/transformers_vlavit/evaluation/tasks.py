@@ -115,11 +115,12 @@ def _check_model(task: str, model) -> None:
     """The checkpoint has what the task loads: the language model (not for reconstruction) and the
     detokenizers (not for QA)."""
     from ..commands.reconstruct import find_detokenizer_folders
+    from ..layout import UNDERSTANDING_FOLDER
     from ..pipeline_text_to_video import DetokenizerNotFoundError
 
     model = Path(model)
     has_language_model = (model / "config.json").is_file() or (
-        model / "understanding" / "config.json"
+        model / UNDERSTANDING_FOLDER / "config.json"
     ).is_file()
     if task != "reconstruction" and not has_language_model:
         raise EvaluationInputError(f"--model {model} is not a Video-LaVIT checkpoint folder (no config.json)")

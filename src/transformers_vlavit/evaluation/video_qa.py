@@ -17,6 +17,7 @@ from transformers.utils import logging
 from ..commands.ask import build_conversations
 from ..processing_video_lavit import ANSWER_END
 from ..video_decomposition import VideoDecodeError, decompose_video
+from ..layout import UNDERSTANDING_FOLDER
 from .annotations import QAItem
 from .records import PredictionFile
 
@@ -24,8 +25,6 @@ logger = logging.get_logger(__name__)
 
 # the original's understanding set-up (`max_video_clips=16` in its demo and loader)
 ORIGINAL_UNDERSTANDING_CLIPS = 16
-# sub-folder of a converted checkpoint holding the understanding (SFT) model
-UNDERSTANDING_FOLDER = "understanding"
 
 
 def understanding_clip_count(processor) -> int:
