@@ -37,7 +37,8 @@ demo: install
 		--test-fraction 1 --validation-fraction 0 --num-proc 1 --overwrite
 	@$(PY) -c 'import json, sys; row = json.loads(open(sys.argv[1]).readline()); print("ground truth:", row["caption"])' \
 		$(DEMO_WORLD)/metadata.jsonl
-	$(VLAVIT) ask --model $(SHAPES_MODEL) $(DEMO_VIDEO) "What colour is the object?" "Which way does the object move first?"
+	$(VLAVIT) ask --model $(SHAPES_MODEL) $(DEMO_VIDEO) "What colour is the object?" "Which way does the object move first?" \
+		--max-new-tokens 16
 	$(VLAVIT) generate --model $(SHAPES_MODEL) "a red circle moves to the left" --out $(DEMO_OUT)/generated.mp4 \
 		--sheet $(DEMO_OUT)/generated.png --seed 0
 	$(VLAVIT) reconstruct --model $(SHAPES_MODEL) $(DEMO_VIDEO) --out $(DEMO_OUT)/reconstructed.mp4
