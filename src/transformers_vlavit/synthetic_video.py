@@ -18,6 +18,8 @@ from typing import BinaryIO
 import av
 import numpy as np
 
+from .video_encoding import REPRODUCIBLE_X264_OPTIONS
+
 # Container chosen from the file suffix when `container_format` is not given.
 _FORMAT_BY_SUFFIX = {
     ".mp4": "mp4",
@@ -166,7 +168,7 @@ def write_synthetic_video(
         rotation: display rotation in degrees counter-clockwise written as stream metadata
             (the pixels stay unrotated, as a phone camera stores them).
         variable_frame_rate: use irregular frame intervals (timestamps in milliseconds).
-        codec_options: extra encoder options (e.g. ``{"preset": "ultrafast"}``).
+        codec_options: extra encoder options (e.g. ``{"preset": "ultrafast"}``), over libx264's reproducible defaults.
         seed: seed of the background texture.
 
     Returns:
@@ -201,8 +203,10 @@ def write_synthetic_video(
         stream.codec_context.time_base = time_base
         if bit_rate is not None:
             stream.bit_rate = bit_rate
-        if codec_options:
-            stream.options = dict(codec_options)
+        options = dict(REPRODUCIBLE_X264_OPTIONS) if codec == "libx264" else {}
+        options.update(codec_options or {})
+        if options:
+            stream.options = options
         if rotation:
             stream.set_display_rotation(rotation)
         audio_writer = None

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..layout import DETOKENIZER_FOLDER, KEYFRAME_FOLDER, VIDEO_FOLDER
 from ..pipeline_text_to_video import DetokenizerNotFoundError
+from ..video_encoding import REPRODUCIBLE_X264_OPTIONS
 from .ask import DTYPES
 from .inputs import CommandInputError, check_output_file, decompose_input_video
 
@@ -186,7 +187,7 @@ def ssim(reconstruction: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def write_video(frames: torch.Tensor, path: str | os.PathLike, fps: float) -> None:
-    """Write ``frames [N, 3, H, W]`` in [0, 1] (even H and W) as an H.264 MP4 with PyAV."""
+    """Write ``frames [N, 3, H, W]`` in [0, 1] (even H and W) as an H.264 MP4 with PyAV; the same frames always give the same file."""
     import av
 
     pixels = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -195,6 +196,7 @@ def write_video(frames: torch.Tensor, path: str | os.PathLike, fps: float) -> No
         stream = container.add_stream("libx264", rate=max(1, round(fps)))
         stream.width, stream.height = pixels.shape[2], pixels.shape[1]
         stream.pix_fmt = "yuv420p"
+        stream.options = dict(REPRODUCIBLE_X264_OPTIONS)
         for image in pixels:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())

@@ -24,6 +24,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..video_encoding import REPRODUCIBLE_X264_OPTIONS
+
 # Saturated colours far apart in RGB, so that a blurry generated frame still has an unambiguous nearest one.
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -224,8 +226,8 @@ def write_video(spec: ShapesVideoSpec, path: str | os.PathLike, crf: int = 18) -
             stream = container.add_stream("libx264", rate=Fraction(spec.fps))
             stream.width = stream.height = spec.size
             stream.pix_fmt = "yuv420p"
-            # one thread: the bitstream (hence the motion vectors found later) does not depend on the machine
-            stream.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+            # the bitstream (hence the motion vectors found later) depends on the frames alone
+            stream.options = {"crf": str(crf), "preset": "medium", **REPRODUCIBLE_X264_OPTIONS}
             for index, rgb in enumerate(render_frames(spec)):
                 frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                 frame.pts = index
