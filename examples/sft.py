@@ -51,6 +51,7 @@ from transformers_vlavit.data_collator import VideoLaVITSFTCollator
 from transformers_vlavit.pipeline_text_to_video import write_text_to_video_task
 from transformers_vlavit.prepared_data import load_prepared_dataset
 from transformers_vlavit.synthetic_video import write_training_sample_video
+from transformers_vlavit.visual_tokenizer_training import fit_projection_to_code_embeddings
 
 # the decoder layers' linear projections of the language model; the tokenizers' modules never match
 # the understanding projection of the visual tokenizer (`--train_projection`)
@@ -95,6 +96,14 @@ class SFTScriptArguments:
         metadata={
             "help": "Also train the visual tokenizer's `vit_proj` (its features -> the LLM's input space), as "
             "LLaVA trains its projector; with --use_lora it is saved with the adapter (`modules_to_save`)."
+        },
+    )
+    align_projection_images: int = field(
+        default=0,
+        metadata={
+            "help": "Before training, fit `vit_proj` in closed form on up to N keyframes of the training data so "
+            "that each continuous keyframe token lands on the embedding of its own discrete code (the inputs "
+            "pre-training taught the language model); 0 keeps `vit_proj` as loaded."
         },
     )
 
@@ -186,13 +195,43 @@ def load_conversations(args: SFTScriptArguments, output_dir: str, seed: int) -> 
     return dataset
 
 
+def align_projection(model: VideoLaVITForCausalLM, processor: VideoLaVITProcessor, dataset: Dataset, count: int) -> dict:
+    """`fit_projection_to_code_embeddings` on the first `count` keyframes of `dataset` (its `keyframes` column)."""
+    if "keyframes" not in dataset.column_names:
+        raise SFTSetupError("--align_projection_images needs training rows with stored `keyframes` "
+                            "(datasets/prepare_instructions.py output)")
+    images = []
+    for keyframes in dataset.select_columns(["keyframes"]):
+        images += [image.convert("RGB") for image in keyframes["keyframes"] or []]
+        if len(images) >= count:
+            break
+    if not images:
+        raise SFTSetupError("--align_projection_images: the training data holds no keyframes")
+    pixel_values = processor.image_processor(images=images[:count], return_tensors="pt")["pixel_values"]
+    config = model.config
+    offset, size = config.visual_token_offset, config.visual_codebook_size
+    code_embeddings = model.get_input_embeddings().weight[offset : offset + size].detach()
+    return fit_projection_to_code_embeddings(model.visual_tokenizer, code_embeddings, pixel_values)
+
+
 def build_trainer(args: SFTScriptArguments, training_args: SFTConfig) -> VideoLaVITSFTTrainer:
     """The stage-3 trainer: model (tokenizers frozen), optional LoRA, collator and data."""
     set_seed(training_args.seed)
     model = VideoLaVITForCausalLM.from_pretrained(args.model)
     processor = VideoLaVITProcessor.from_pretrained(args.model)
+    train_dataset = load_conversations(args, training_args.output_dir, training_args.seed)
+    resuming = bool(training_args.resume_from_checkpoint)
+    if args.align_projection_images and not resuming:  # a resumed run restores the fitted (and trained) weights
+        fit = align_projection(model, processor, train_dataset, args.align_projection_images)
+        print(
+            f"vit_proj fitted on {fit['tokens']} keyframe tokens: relative error {fit['relative_error']:.4f}, "
+            f"nearest code right for {fit['code_accuracy']:.1%}"
+        )
     model.visual_tokenizer.requires_grad_(False)
     model.motion_tokenizer.requires_grad_(False)
+    if args.align_projection_images and args.use_lora and not args.train_projection:
+        raise SFTSetupError("--align_projection_images with --use_lora needs --train_projection (the adapter then "
+                            "saves the fitted projection; the merge would otherwise reload the old one)")
     if args.train_projection and not args.use_lora:
         getattr(model.visual_tokenizer, PROJECTION).requires_grad_(True)
     # the collator builds the labels, and its columns are not forward arguments
@@ -204,7 +243,7 @@ def build_trainer(args: SFTScriptArguments, training_args: SFTConfig) -> VideoLa
     return VideoLaVITSFTTrainer(
         model=model,
         args=training_args,
-        train_dataset=load_conversations(args, training_args.output_dir, training_args.seed),
+        train_dataset=train_dataset,
         data_collator=collator,
         processing_class=processor,
         peft_config=lora_config(args) if args.use_lora else None,

@@ -129,6 +129,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target_keep_ratio", type=float, default=0.5, help="share of patches to keep")
     parser.add_argument("--keep_ratio_weight", type=float, default=2.0, help="weight of the keep-ratio loss")
     parser.add_argument("--commitment_cost", type=float, default=0.25, help="weight of the commitment loss")
+    parser.add_argument("--reconstruction_target", choices=("cosine", "standardized"), default="cosine",
+                        help="cosine to the ViT features (LaVIT) or squared error to the batch-standardised features")
+    parser.add_argument("--decision_entropy_weight", type=float, default=0.0,
+                        help="weight of the keep probabilities' binary entropy (confident keep decisions)")
     parser.add_argument("--restart_dead_codes_every", type=int, default=0,
                            help="re-seed codes unused in the last N steps (0: never)")
     add_training_arguments(parser, train_batch_size=16)
@@ -195,6 +199,8 @@ def train(args: argparse.Namespace) -> dict:
         target_keep_ratio=args.target_keep_ratio,
         commitment_cost=args.commitment_cost,
         keep_ratio_weight=args.keep_ratio_weight,
+        reconstruction_target=args.reconstruction_target,
+        decision_entropy_weight=args.decision_entropy_weight,
     ).train()
     processor = VideoLaVITImageProcessor(
         size={"height": tokenizer.config.image_size, "width": tokenizer.config.image_size}
@@ -225,6 +231,7 @@ def train(args: argparse.Namespace) -> dict:
             "keep_ratio_loss": output.keep_ratio_loss.item(),
             "keep_ratio": output.keep_ratio.item(),
             "kept_tokens_per_image": output.keep_ratio.item() * tokenizer.config.num_patches,
+            "argmax_kept_tokens_per_image": output.argmax_keep_ratio.item() * tokenizer.config.num_patches,
             "perplexity": output.perplexity.item(),
         }
         return output.loss

@@ -149,10 +149,12 @@ class VisualTokenizerTrainingOutput(ModelOutput):
 
     Args:
         loss: weighted sum of the four losses.
-        reconstruction_loss: mean `1 - cosine` between decoded and ViT features.
+        reconstruction_loss: mean `1 - cosine` between decoded and ViT features (or the squared error to
+            the standardised features, see `reconstruction_target`).
         commitment_loss, codebook_loss: VQ losses over kept tokens.
         keep_ratio_loss: squared distance of each image's keep ratio to the target, averaged.
         keep_ratio: mean fraction of kept patches.
+        argmax_keep_ratio: the fraction the arg-max decision (inference) would keep.
         code_ids (`[num_kept]`): codes of the kept tokens.
         latents (`[num_kept, code_dim]`): their l2-normalised latents (detached), for dead-code restarts.
         code_counts (`[codebook_size]`): usage of each code in this batch.
@@ -165,6 +167,7 @@ class VisualTokenizerTrainingOutput(ModelOutput):
     codebook_loss: torch.Tensor | None = None
     keep_ratio_loss: torch.Tensor | None = None
     keep_ratio: torch.Tensor | None = None
+    argmax_keep_ratio: torch.Tensor | None = None
     code_ids: torch.Tensor | None = None
     latents: torch.Tensor | None = None
     code_counts: torch.Tensor | None = None
@@ -179,6 +182,8 @@ def visual_tokenizer_training_step(
     target_keep_ratio: float = 0.5,
     commitment_cost: float = 0.25,
     keep_ratio_weight: float = 2.0,
+    reconstruction_target: str = "cosine",
+    decision_entropy_weight: float = 0.0,
     sample: bool = True,
     generator: torch.Generator | None = None,
 ) -> VisualTokenizerTrainingOutput:
@@ -191,6 +196,15 @@ def visual_tokenizer_training_step(
         target_keep_ratio: fraction of patches the keep-ratio loss steers towards.
         commitment_cost: weight of the commitment loss.
         keep_ratio_weight: weight of the keep-ratio loss.
+        reconstruction_target: ``"cosine"`` (LaVIT: ``1 - cosine`` to the ViT features) or ``"standardized"``:
+            mean squared error to the features minus their batch mean at each patch position, divided by each
+            channel's standard deviation (a small random ViT's features are dominated by what every image
+            shares, its position embeddings, which the cosine target rewards reproducing; the standardised
+            target leaves only what differs between images).
+        decision_entropy_weight: weight of the mean binary entropy of the keep probabilities. The keep-ratio
+            loss is met as well by every patch at probability ``target_keep_ratio`` as by a confident choice;
+            at inference the arg-max then drops every patch. This term asks for confident decisions, so that
+            the arg-max keeps about the trained share.
         sample: Gumbel-sample the keep decisions (training); `False` takes the arg-max (evaluation).
         generator: random generator of the Gumbel noise.
     """
@@ -206,7 +220,14 @@ def visual_tokenizer_training_step(
     quantized = latents + (codes - latents).detach()
     decoded = decoder(quantized, keep)
 
-    reconstruction_loss = (1.0 - F.cosine_similarity(decoded.float(), vit_features.float(), dim=-1)).mean()
+    if reconstruction_target == "cosine":
+        reconstruction_loss = (1.0 - F.cosine_similarity(decoded.float(), vit_features.float(), dim=-1)).mean()
+    elif reconstruction_target == "standardized":
+        target = vit_features.float() - vit_features.float().mean(dim=0, keepdim=True)
+        target = target / target.flatten(0, 1).std(dim=0).clamp_min(1e-6)
+        reconstruction_loss = (decoded.float() - target).pow(2).mean()
+    else:
+        raise ValueError(f"reconstruction_target must be 'cosine' or 'standardized', not {reconstruction_target!r}")
     kept = keep.detach() > 0.5
     kept_count = kept.sum().clamp_min(1)
     squared = (latents.float() - codes.float()).pow(2).sum(dim=-1)  # [B, N]
@@ -215,6 +236,12 @@ def visual_tokenizer_training_step(
     keep_ratio = keep.mean(dim=-1)
     keep_ratio_loss = (keep_ratio - target_keep_ratio).pow(2).mean()
     loss = reconstruction_loss + commitment_loss + codebook_loss + keep_ratio_weight * keep_ratio_loss
+    if decision_entropy_weight:
+        keep_probability = keep_logprobs[..., KEEP_INDEX].float().exp().clamp(1e-6, 1 - 1e-6)
+        decision_entropy = -(
+            keep_probability * keep_probability.log() + (1 - keep_probability) * (1 - keep_probability).log()
+        ).mean()
+        loss = loss + decision_entropy_weight * decision_entropy
 
     kept_ids = ids[kept]
     counts = torch.bincount(kept_ids, minlength=codebook.shape[0])
@@ -227,6 +254,7 @@ def visual_tokenizer_training_step(
         codebook_loss=codebook_loss,
         keep_ratio_loss=keep_ratio_loss,
         keep_ratio=keep_ratio.mean().detach(),
+        argmax_keep_ratio=(keep_logprobs.detach().argmax(dim=-1) == KEEP_INDEX).float().mean(),
         code_ids=kept_ids,
         latents=latents.detach()[kept],
         code_counts=counts,
@@ -271,6 +299,65 @@ def restart_dead_visual_codes(
 
 
 
+@torch.no_grad()
+def fit_projection_to_code_embeddings(
+    tokenizer: VideoLaVITVisualTokenizer,
+    code_embeddings: torch.Tensor,
+    pixel_values: torch.Tensor,
+    *,
+    ridge: float = 1e-3,
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Set `vit_proj` to the least-squares map from merged kept tokens to the embeddings of their own codes.
+
+    Pre-training shows the language model keyframes only as discrete codes; understanding feeds it
+    `vit_proj` of the continuous merged tokens instead. Fitting `vit_proj` so that each continuous token lands
+    on the input embedding of the code it quantises to (ridge regression, closed form) lets instruction
+    tuning start from inputs the language model already reads, the role of LLaVA's projector-alignment stage.
+
+    Args:
+        tokenizer: the visual tokenizer; its `vit_proj` weight and bias are replaced in place.
+        code_embeddings: `[codebook_size, llm_hidden_size]` the language model's input-embedding rows of the
+            visual codes (vocabulary ids `visual_token_offset + code`).
+        pixel_values: `[num_images, 3, image_size, image_size]` CLIP-normalised images to fit on.
+        ridge: ridge penalty (> 0) relative to the mean diagonal of ``X^T X`` (the bias is not penalised).
+        batch_size: images per tokenizer forward.
+
+    Returns:
+        `{"tokens": M, "relative_error": |XW - Y|^2 / |Y - mean(Y)|^2, "code_accuracy": share of tokens whose
+        projection is nearest (cosine) to its own code's embedding among the codes used}`.
+    """
+    if ridge <= 0:
+        # a final LayerNorm puts the merged tokens on a hyperplane: without a penalty X^T X can be singular
+        raise ValueError(f"ridge must be positive, not {ridge}")
+    merged_tokens, code_ids = [], []
+    for start in range(0, pixel_values.shape[0], batch_size):
+        batch = pixel_values[start : start + batch_size].to(tokenizer.device, tokenizer.dtype)
+        _, _, keep, merged = tokenizer._merge(batch, sample=False, generator=None)
+        kept = merged[keep > 0.5].float()
+        merged_tokens.append(kept)
+        code_ids.append(tokenizer.quantize(kept.to(tokenizer.dtype)))
+    inputs, ids = torch.cat(merged_tokens), torch.cat(code_ids)
+    targets = code_embeddings.to(inputs.device).float()[ids]
+    design = torch.cat([inputs, torch.ones_like(inputs[:, :1])], dim=1)  # [M, hidden + 1]
+    gram = design.T @ design
+    # lambda = ridge * (mean diagonal of X^T X): scale-free; the bias row/column is not penalised
+    penalty = ridge * torch.diagonal(gram)[:-1].mean() * torch.eye(gram.shape[0], device=gram.device)
+    penalty[-1, -1] = 0.0
+    solution = torch.linalg.solve(gram + penalty, design.T @ targets)
+    projection = tokenizer.vit_proj
+    projection.weight.copy_(solution[:-1].T.to(projection.weight.dtype))
+    projection.bias.copy_(solution[-1].to(projection.bias.dtype))
+    fitted = design @ solution
+    used = torch.unique(ids)
+    similarity = F.normalize(fitted, dim=-1) @ F.normalize(code_embeddings.to(inputs.device).float()[used], dim=-1).T
+    nearest = used[similarity.argmax(dim=-1)]
+    return {
+        "tokens": int(ids.numel()),
+        "relative_error": float((fitted - targets).pow(2).sum() / (targets - targets.mean(0)).pow(2).sum().clamp_min(1e-12)),
+        "code_accuracy": float((nearest == ids).float().mean()),
+    }
+
 
 class VisualTokenizerWithFeatureDecoder(nn.Module):
     """The trained pair as one module (so that `accelerate`/DDP wraps a single forward).
@@ -307,6 +394,7 @@ __all__ = [
     "VideoLaVITFeatureDecoder",
     "VisualTokenizerTrainingOutput",
     "VisualTokenizerWithFeatureDecoder",
+    "fit_projection_to_code_embeddings",
     "normalize_codebook_",
     "restart_dead_visual_codes",
     "visual_tokenizer_training_step",

@@ -195,3 +195,61 @@ def test_sft_lora_train_projection_trains_and_merges_only_the_projection(sft, ch
     merged = VideoLaVITForCausalLM.from_pretrained(merged_dir).visual_tokenizer.state_dict()
     changed = {name for name in base if not torch.equal(base[name], merged[name])}
     assert changed and all(name.startswith("vit_proj.") for name in changed)
+
+
+def stored_video_rows(video_paths: list[str]) -> list[dict]:
+    """Rows as `datasets/prepare_instructions.py` writes them: each video's clips stored next to the messages."""
+    rows = []
+    for path, answer in zip(video_paths, ("Shapes move.", "Colours change.")):
+        clips = decompose_video(path, max_clips=2)
+        rows.append({
+            "messages": [
+                {"role": "user", "content": "<video>\nWhat happens?"},
+                {"role": "assistant", "content": answer},
+            ],
+            "images": [],
+            "videos": [path],
+            "keyframes": list(clips.keyframes),
+            "motion_vectors": clips.motion_vectors.numpy(),
+            "clips_per_video": [len(clips.keyframes)],
+        })
+    return rows
+
+
+def test_sft_align_projection_fits_vit_proj_on_the_training_keyframes(sft, checkpoint, video_path, tmp_path, capsys):
+    from transformers_vlavit.visual_tokenizer_training import fit_projection_to_code_embeddings
+
+    other = tmp_path / "other.mp4"
+    write_synthetic_video(other, width=160, height=128, duration=4.5, fps=12, seed=7)
+    rows = stored_video_rows([video_path, str(other)])
+    data = tmp_path / "conversations"
+    Dataset.from_list(rows).save_to_disk(data)
+    base_args = [
+        "--model", str(checkpoint), "--train_data", str(data), "--use_lora", "--lora_r", "4",
+        "--max_steps", "1", "--per_device_train_batch_size", "2", "--learning_rate", "0", "--use_cpu",
+        "--bf16", "false", "--gradient_checkpointing", "false", "--report_to", "none", "--save_strategy", "no",
+        "--seed", "0", "--align_projection_images", "1",
+    ]  # fmt: skip
+    with pytest.raises(sft.SFTSetupError, match="--train_projection"):
+        sft.main([*base_args, "--output_dir", str(tmp_path / "refused")])
+
+    merged_dir = tmp_path / "merged"
+    sft.main([*base_args, "--train_projection", "--output_dir", str(tmp_path / "adapter"),
+              "--merged_output_dir", str(merged_dir)])  # fmt: skip
+    assert "vit_proj fitted on" in capsys.readouterr().out
+
+    # the same fit, by hand, on the first keyframe of the data (learning rate 0: training kept it)
+    expected = VideoLaVITForCausalLM.from_pretrained(checkpoint)
+    processor = VideoLaVITProcessor.from_pretrained(checkpoint)
+    keyframes = [image.convert("RGB") for image in rows[0]["keyframes"] + rows[1]["keyframes"]][:1]
+    pixels = processor.image_processor(images=keyframes, return_tensors="pt")["pixel_values"]
+    config = expected.config
+    rows_of_codes = expected.get_input_embeddings().weight[
+        config.visual_token_offset : config.visual_token_offset + config.visual_codebook_size
+    ].detach()
+    fit_projection_to_code_embeddings(expected.visual_tokenizer, rows_of_codes, pixels)
+    merged = VideoLaVITForCausalLM.from_pretrained(merged_dir).visual_tokenizer.vit_proj
+    before = VideoLaVITForCausalLM.from_pretrained(checkpoint).visual_tokenizer.vit_proj
+    assert not torch.allclose(merged.weight, before.weight)
+    torch.testing.assert_close(merged.weight, expected.visual_tokenizer.vit_proj.weight)
+    torch.testing.assert_close(merged.bias, expected.visual_tokenizer.vit_proj.bias)

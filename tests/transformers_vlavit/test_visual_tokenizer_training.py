@@ -11,6 +11,7 @@ from transformers_vlavit.visual_tokenizer_training import (
     FeatureDecoderConfig,
     VideoLaVITFeatureDecoder,
     VisualTokenizerWithFeatureDecoder,
+    fit_projection_to_code_embeddings,
     normalize_codebook_,
     restart_dead_visual_codes,
     visual_tokenizer_training_step,
@@ -115,3 +116,79 @@ def test_feature_decoder_round_trip(pair, tmp_path):
     # dropped positions do not reach the decoder: changing their codes changes nothing
     changed = torch.where(keep.bool()[..., None], codes, torch.randn_like(codes))
     torch.testing.assert_close(decoder(changed, keep), decoder(codes, keep), atol=1e-5, rtol=1e-4)
+
+
+def test_standardized_target_and_decision_entropy_match_closed_forms(pair):
+    tokenizer, decoder = pair
+    pixels = torch.randn(3, 3, 56, 56)
+    base = visual_tokenizer_training_step(tokenizer, decoder, pixels, sample=False)
+    out = visual_tokenizer_training_step(tokenizer, decoder, pixels, sample=False,
+                                         reconstruction_target="standardized", decision_entropy_weight=0.5)
+    features = tokenizer.vision_model(pixels)  # [3, 16, 32]
+    keep = (tokenizer.token_predictor(features).argmax(-1) == 0).float()
+    latents = F.normalize(tokenizer.code_projection(tokenizer.token_merger(features, keep)), dim=-1)
+    codes = tokenizer.codebook.weight[tokenizer.codebook.nearest(latents.flatten(0, 1)).view(3, -1)]
+    decoded = decoder(codes, keep)
+    centred = features - features.mean(0)
+    target = centred / centred.reshape(-1, 32).std(0)
+    torch.testing.assert_close(out.reconstruction_loss, ((decoded - target) ** 2).mean())
+    p = tokenizer.token_predictor(features)[..., 0].exp()
+    entropy = -(p * p.log() + (1 - p) * (1 - p).log()).mean()
+    others = out.commitment_loss + out.codebook_loss + 2.0 * out.keep_ratio_loss
+    torch.testing.assert_close(out.loss, out.reconstruction_loss + others + 0.5 * entropy)
+    torch.testing.assert_close(base.loss - base.reconstruction_loss, others)
+    assert out.argmax_keep_ratio == keep.mean()
+    with pytest.raises(ValueError, match="reconstruction_target"):
+        visual_tokenizer_training_step(tokenizer, decoder, pixels, reconstruction_target="l1")
+
+
+def test_decision_entropy_term_makes_the_keep_decisions_confident():
+    # the keep-ratio loss alone is met by p(keep) = target everywhere, where the arg-max keeps nothing; the
+    # entropy term has no gradient at p = 1/2 (the untrained predictor), so the keep-ratio loss moves it first
+    pixels = torch.randn(4, 3, 56, 56)
+    entropies = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        tokenizer = VideoLaVITVisualTokenizer(VideoLaVITVisualTokenizerConfig(**CONFIG))
+        decoder = VideoLaVITFeatureDecoder(FeatureDecoderConfig.for_tokenizer(tokenizer, hidden_size=32, num_layers=1))
+        module = VisualTokenizerWithFeatureDecoder(tokenizer, decoder, target_keep_ratio=0.25, keep_ratio_weight=5.0,
+                                                   decision_entropy_weight=weight)
+        optimizer = torch.optim.Adam(module.trainable_parameters(), lr=3e-3)
+        for step in range(40):
+            out = module(pixels, generator=torch.Generator().manual_seed(step))
+            optimizer.zero_grad()
+            out.loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            p = tokenizer.token_predictor(tokenizer.vision_model(pixels))[..., 0].exp()
+        entropies[weight] = float(-(p * p.log() + (1 - p) * (1 - p).log()).mean())
+    assert entropies[1.0] < 0.8 * entropies[0.0], entropies
+
+
+def test_projection_fit_is_the_ridge_solution_and_lands_on_the_codes(pair):
+    tokenizer, _ = pair
+    pixels = torch.randn(12, 3, 56, 56)
+    embeddings = torch.randn(64, 16)
+    fit = fit_projection_to_code_embeddings(tokenizer, embeddings, pixels, ridge=1e-7, batch_size=5)
+    # independent: least squares with a bias column over the kept merged tokens and their codes
+    features = tokenizer.vision_model(pixels)
+    keep = tokenizer.select_tokens(tokenizer.token_predictor(features))  # arg-max, at least one per image
+    merged = tokenizer.token_merger(features, keep)[keep > 0.5]
+    ids = torch.cat(tokenizer.tokenize(pixels))
+    design = torch.cat([merged, torch.ones(len(merged), 1)], 1)
+    solution = torch.linalg.lstsq(design, embeddings[ids]).solution
+    with torch.no_grad():
+        torch.testing.assert_close(tokenizer.vit_proj(merged), design @ solution, atol=2e-3, rtol=1e-3)
+        projected = torch.cat(tokenizer.encode_features(pixels))
+    assert fit["tokens"] == len(ids) == len(projected)
+    residual = ((design @ solution - embeddings[ids]) ** 2).sum() / ((embeddings[ids] - embeddings[ids].mean(0)) ** 2).sum()
+    assert fit["relative_error"] == pytest.approx(float(residual), rel=1e-3)
+    nearest = torch.unique(ids)[(F.normalize(projected, dim=-1) @ F.normalize(embeddings[torch.unique(ids)], dim=-1).T).argmax(-1)]
+    assert fit["code_accuracy"] == pytest.approx(float((nearest == ids).float().mean()))
+    assert fit["relative_error"] < 1.0 and fit["code_accuracy"] > 1.0 / len(torch.unique(ids))
+    with pytest.raises(ValueError, match="ridge"):
+        fit_projection_to_code_embeddings(tokenizer, embeddings, pixels, ridge=0.0)
+    # a larger ridge shrinks the weight
+    before = tokenizer.vit_proj.weight.norm()
+    fit_projection_to_code_embeddings(tokenizer, embeddings, pixels, ridge=10.0)
+    assert tokenizer.vit_proj.weight.norm() < 0.5 * before
