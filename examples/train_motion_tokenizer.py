@@ -120,6 +120,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--config", help="JSON file of VideoLaVITMotionTokenizerConfig fields (new model)")
     model.add_argument("--model-name-or-path", help="saved VideoLaVITMotionTokenizer to continue training")
     model.add_argument("--gradient-checkpointing", action="store_true")
+    model.add_argument(
+        "--train-decoder-only",
+        action="store_true",
+        help="refit the decoder of a saved tokenizer (--model-name-or-path): encoder and codebook frozen, so every "
+        "motion id stays the same and models trained on the ids need no retraining",
+    )
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--output-dir", required=True)
     optim.add_argument("--max-steps", type=int, required=True, help="optimizer steps of the whole schedule")
@@ -154,7 +160,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give exactly one of --dataset and --synthetic")
     if bool(args.config) == bool(args.model_name_or_path):
         parser.error("give exactly one of --config and --model-name-or-path")
+    if args.train_decoder_only and not args.model_name_or_path:
+        parser.error("--train-decoder-only refits a trained tokenizer: give --model-name-or-path")
+    if args.train_decoder_only and args.restart_dead_codes_every:
+        parser.error("--train-decoder-only keeps the codebook frozen: drop --restart-dead-codes-every")
     return args
+
+
+DECODER_MODULES = ("decoder", "motion_projection")
+
+
+def freeze_all_but_decoder(model: VideoLaVITMotionTokenizer) -> None:
+    """Leave only the decoder side (`decoder`, `motion_projection`: code vectors -> motion) trainable.
+
+    The encoder, code projection and codebook get no gradient, and `set_training_modes` keeps them in eval mode,
+    which also stops the EMA codebook updates: `encode` gives the same ids before and after training.
+    """
+    model.requires_grad_(False)
+    for name in DECODER_MODULES:
+        getattr(model, name).requires_grad_(True)
+
+
+def set_training_modes(model: torch.nn.Module, decoder_only: bool) -> None:
+    """`model.train()`, or with `decoder_only` eval mode everywhere but the decoder modules (no EMA updates:
+    the tokenizer's forward updates its EMA codebook only in training mode)."""
+    if not decoder_only:
+        model.train()
+        return
+    model.eval()
+    for name in DECODER_MODULES:
+        getattr(model, name).train()
 
 
 def build_model(args: argparse.Namespace) -> VideoLaVITMotionTokenizer:
@@ -373,7 +408,7 @@ def train(args, accelerator, model, optimizer, scheduler, dataloader, progress: 
     losses = LossWindow()
     step_losses: list[float] = []
     end_step = args.max_steps if args.stop_after_steps is None else min(args.max_steps, progress.step + args.stop_after_steps)
-    model.train()
+    set_training_modes(model if not hasattr(model, "module") else model.module, args.train_decoder_only)
     while progress.step < end_step:
         dataloader.set_epoch(progress.epoch)
         skip = progress.batches_in_epoch
@@ -432,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     set_seed(args.seed)
 
     model = build_model(args)
+    if args.train_decoder_only:
+        freeze_all_but_decoder(model)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     check_strategy(accelerator, model.config, bool(args.restart_dead_codes_every))

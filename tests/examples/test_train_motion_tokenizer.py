@@ -160,3 +160,42 @@ def test_accelerate_launch_two_processes_trains(config_file, tmp_path, scripts):
         assert (output_dir / checkpoint / "random_states_0.pkl").is_file()
         assert (output_dir / checkpoint / "random_states_1.pkl").is_file()
     assert (output_dir / "model.safetensors").is_file()
+
+
+def test_train_decoder_only_refits_the_decoder_and_keeps_every_motion_id(config_file, tmp_path, scripts):
+    first = tmp_path / "first"
+    scripts.run(train_command(scripts, config_file, first, "--synthetic-samples", "8", "--batch-size", "4",
+                              "--max-steps", "3", "--learning-rate", "3e-3"), tmp_path / "cache")  # fmt: skip
+    refit = tmp_path / "refit"
+    command = [
+        scripts.python, SCRIPT, "--synthetic", "--model-name-or-path", first, "--train-decoder-only",
+        "--output-dir", refit, "--cpu", "--logging-steps", "1", "--synthetic-samples", "8", "--batch-size", "4",
+        "--max-steps", "15", "--learning-rate", "1e-2", "--lr-scheduler", "constant",
+    ]  # fmt: skip
+    scripts.run(command, tmp_path / "cache")
+    before, after = load_file(first / "model.safetensors"), load_file(refit / "model.safetensors")
+    assert before.keys() == after.keys()
+    decoder_side = [name for name in before if name.startswith(("decoder.", "motion_projection."))]
+    assert decoder_side and any(not torch.equal(before[name], after[name]) for name in decoder_side)
+    # encoder, code projection, codebook and its EMA statistics untouched: the same ids for every clip
+    for name in before.keys() - set(decoder_side):
+        assert torch.equal(before[name], after[name]), name
+    metrics = read_metrics(refit)
+    assert metrics[15]["reconstruction_loss"] < metrics[1]["reconstruction_loss"], (metrics[1], metrics[15])
+
+    from transformers_vlavit.modeling_motion_tokenizer import VideoLaVITMotionTokenizer
+
+    old, new = VideoLaVITMotionTokenizer.from_pretrained(first), VideoLaVITMotionTokenizer.from_pretrained(refit)
+    motion = 0.3 * torch.randn(3, 2, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(old.encode(motion), new.encode(motion))
+
+
+def test_train_decoder_only_needs_a_trained_tokenizer_and_a_frozen_codebook(config_file, tmp_path, scripts, capsys):
+    script = scripts.load(scripts.root / SCRIPT)
+    common = ["--synthetic", "--output-dir", str(tmp_path / "run"), "--max-steps", "1", "--train-decoder-only"]
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args([*common, "--config", str(config_file)])
+    assert exit_info.value.code == 2 and "--model-name-or-path" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args([*common, "--model-name-or-path", str(tmp_path), "--restart-dead-codes-every", "5"])
+    assert exit_info.value.code == 2 and "frozen" in capsys.readouterr().err
