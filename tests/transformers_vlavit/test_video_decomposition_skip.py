@@ -120,21 +120,46 @@ def _plan_with_a_frame_that_never_comes(original):
 
 def test_a_failed_plan_falls_back_to_decoding_every_frame(monkeypatch, caplog):
     data = _video(INPUTS["h264_30fps"][0])
-    full_stream, skipped_stream = io.BytesIO(), io.BytesIO(b"kept")
-    skipped_stream.seek(4)  # the re-encoding is written from the file's position on
-    full = decompose_video(data, skip_unused_frames=False, mpeg4_file=full_stream)
+    full = decompose_video(data, skip_unused_frames=False)
     monkeypatch.setattr(
         video_decomposition,
         "_plan_frame_skipping",
         _plan_with_a_frame_that_never_comes(video_decomposition._plan_frame_skipping),
     )
     with caplog.at_level(logging.INFO, logger=video_decomposition.__name__):
-        result = decompose_video(data, mpeg4_file=skipped_stream)
+        result = decompose_video(data)
     assert "decoding every frame instead" in caplog.text
     assert_identical(result, full)
     assert result.decoded_source_frames == _source_frame_count(data)
-    # the first attempt's partial stream is replaced, what came before it kept
-    assert skipped_stream.getvalue() == b"kept" + full_stream.getvalue()
+
+
+def test_the_fallback_replaces_what_the_failed_attempt_wrote(monkeypatch):
+    data = _video(INPUTS["h264_30fps"][0])
+    full_stream, stream = io.BytesIO(), io.BytesIO(b"kept")
+    stream.seek(4)  # the re-encoding is written from the file's position on
+    decompose_video(data, skip_unused_frames=False, mpeg4_file=full_stream)
+    transcode_source = video_decomposition._transcode_source
+
+    def failing_when_skipping(source, plan, stream_copy, **settings):
+        if plan is not None:
+            stream_copy.write(b"output of the failed attempt" * 100_000)
+            raise video_decomposition._PlanMismatch("a test")
+        return transcode_source(source, plan, stream_copy, **settings)
+
+    monkeypatch.setattr(video_decomposition, "_transcode_source", failing_when_skipping)
+    decompose_video(data, mpeg4_file=stream)
+    assert stream.getvalue() == b"kept" + full_stream.getvalue()
+
+
+def test_the_plan_keeps_the_first_and_last_frame():
+    """The first frame sets the timestamps' origin, the last the end; at 30 fps the filter takes neither."""
+    data = _video(INPUTS["h264_30fps"][0])
+    plan = video_decomposition._plan_frame_skipping(video_decomposition._as_source(data), 6)
+    with av.open(io.BytesIO(data)) as container:
+        timestamps = sorted(packet.pts for packet in container.demux(video=0) if packet.size)
+    assert plan.presented == set(timestamps)
+    assert plan.needed[0] == timestamps[0] and plan.needed[-1] == timestamps[-1]
+    assert timestamps[1] not in plan.needed  # frames 0-2 round to the first tick, which takes frame 2
 
 
 def test_the_reencoded_stream_is_the_same_with_skipping(tmp_path):
