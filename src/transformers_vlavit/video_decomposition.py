@@ -707,7 +707,7 @@ def _skipping_source_frames(
             for frame in packet.decode():
                 pts = frame.pts
                 if pts not in plan.presented or (previous is not None and pts <= previous):
-                    raise _PlanMismatch(f"the decoder gave a frame at timestamp {pts} the plan does not expect")
+                    raise _PlanMismatch(f"the decoder gave an unplanned frame at timestamp {pts}")
                 if waiting < len(plan.needed) and plan.needed[waiting] < pts:
                     raise _PlanMismatch(f"the frame at timestamp {plan.needed[waiting]} was not decoded")
                 if waiting < len(plan.needed) and plan.needed[waiting] == pts:
