@@ -1153,7 +1153,9 @@ def decompose_video(
             takes, the decoder skips the others where it can, and every needed frame is checked to
             come out. The result is bit-identical to decoding every frame; when the check fails the
             source is decoded again in full (logged at info level). ``decoded_source_frames`` tells
-            how many were decoded. Ignored when ``transcode=False`` (every frame's vectors are read).
+            how many were decoded. Ignored when ``transcode=False`` (every frame's vectors are read)
+            and when ``mpeg4_file`` is a file object that cannot seek (a second decode could not
+            rewrite it).
 
     Returns:
         :class:`VideoDecomposition` with ``motion_vectors`` of shape ``[clips, 2, clip_frames, 20, 36]``.

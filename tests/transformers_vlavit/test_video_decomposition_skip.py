@@ -201,3 +201,27 @@ def test_transcode_false_decodes_every_frame():
     data = write_synthetic_video(None, **TINY, duration=5.0, fps=6.0, codec="mpeg4", container_format="m4v")
     result = decompose_video(data, transcode=False)
     assert result.decoded_source_frames == result.num_frames == 30
+
+
+class _Pipe(io.RawIOBase):
+    """A write-only file object that cannot seek, like a pipe."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, chunk) -> int:
+        self.data += chunk
+        return len(chunk)
+
+
+def test_a_stream_copy_that_cannot_seek_turns_skipping_off():
+    data = _video(INPUTS["h264_30fps"][0])
+    full_stream, pipe = io.BytesIO(), _Pipe()
+    full = decompose_video(data, skip_unused_frames=False, mpeg4_file=full_stream)
+    result = decompose_video(data, mpeg4_file=pipe)
+    assert result.decoded_source_frames == _source_frame_count(data)
+    assert_identical(result, full)
+    assert bytes(pipe.data) == full_stream.getvalue()
