@@ -1015,7 +1015,7 @@ class _Transcoding:
 def _transcode_source(
     source: _Source,
     plan: _SkipPlan | None,
-    stream_copy: BinaryIO | None,
+    mpeg4_file: str | os.PathLike | BinaryIO | None,
     *,
     fps: int,
     bit_rate: int,
@@ -1024,32 +1024,38 @@ def _transcode_source(
     overlap: bool,
 ) -> _Transcoding:
     """Decode the source (skipping the frames ``plan`` allows), resample it to ``fps`` and encode it to
-    MPEG-4 Part 2, collecting the motion of every encoded frame. Temporary files are deleted on errors."""
+    MPEG-4 Part 2, collecting the motion of every encoded frame and writing the stream to ``mpeg4_file``
+    (opened once the source is known to hold a video). Temporary files are deleted on errors."""
     accumulator = _MotionAccumulator()
-    encoder = _MotionEncoder(fps, bit_rate, GOP_SIZE, encoder_threads, accumulator, stream_copy)
+    intra_packets = None
     try:
         with source.open() as container:
             stream = _video_stream(container, source.name)
-            if plan is None:
-                decoded = _Counted(_source_frames(container, stream, source.name, decoder_threads))
-            else:
-                decoded = _Counted(_skipping_source_frames(container, stream, decoder_threads, plan))
-            _transcode_frames(encoder, _resampled_frames(iter(decoded), stream, fps, source.name), overlap)
+            with _binary_writer(mpeg4_file) as stream_copy:
+                encoder = _MotionEncoder(fps, bit_rate, GOP_SIZE, encoder_threads, accumulator, stream_copy)
+                intra_packets = encoder.intra_packets
+                if plan is None:
+                    decoded = _Counted(_source_frames(container, stream, source.name, decoder_threads))
+                else:
+                    decoded = _Counted(_skipping_source_frames(container, stream, decoder_threads, plan))
+                resampled = _resampled_frames(iter(decoded), stream, fps, source.name)
+                _transcode_frames(encoder, resampled, overlap)
             nominal_rate = float(stream.average_rate or stream.guessed_rate or fps)
     except BaseException:
         accumulator.grids.close()
-        encoder.intra_packets.close()
+        if intra_packets is not None:
+            intra_packets.close()
         raise
-    return _Transcoding(accumulator, encoder.intra_packets, nominal_rate, decoded.count)
+    return _Transcoding(accumulator, intra_packets, nominal_rate, decoded.count)
 
 
-def _rewindable(stream_copy: BinaryIO | None) -> bool:
-    """Whether what was written to ``stream_copy`` can be taken back (a decode that skipped frames may
-    have to be redone)."""
-    if stream_copy is None:
+def _rewindable(mpeg4_file: str | os.PathLike | BinaryIO | None) -> bool:
+    """Whether what was written to ``mpeg4_file`` can be taken back, as a second decode must (a path is
+    simply opened for writing again)."""
+    if mpeg4_file is None or isinstance(mpeg4_file, (str, os.PathLike)):
         return True
     try:
-        return bool(stream_copy.seekable())
+        return bool(mpeg4_file.seekable())
     except (AttributeError, OSError, ValueError):
         return False
 
@@ -1059,24 +1065,24 @@ def _transcode(
 ) -> _Transcoding:
     """:func:`_transcode_source`, skipping unused source frames when asked and planned; when that decode
     does not give the planned frames, again decoding every frame (the same result as never skipping)."""
-    with _binary_writer(mpeg4_file) as stream_copy:
-        plan = None
-        if skip_unused_frames and _rewindable(stream_copy):
-            plan = _plan_frame_skipping(source, settings["fps"])
-        if plan is not None:
-            start = stream_copy.tell() if stream_copy is not None else 0
-            try:
-                return _transcode_source(source, plan, stream_copy, **settings)
-            except _PlanMismatch as mismatch:
-                logger.info(
-                    "%s: skipping unused frames did not work out (%s); decoding every frame instead",
-                    source.name,
-                    mismatch,
-                )
-            if stream_copy is not None:
-                stream_copy.seek(start)
-                stream_copy.truncate()
-        return _transcode_source(source, None, stream_copy, **settings)
+    plan = None
+    if skip_unused_frames and _rewindable(mpeg4_file):
+        plan = _plan_frame_skipping(source, settings["fps"])
+    if plan is not None:
+        is_file_object = mpeg4_file is not None and not isinstance(mpeg4_file, (str, os.PathLike))
+        start = mpeg4_file.tell() if is_file_object else None
+        try:
+            return _transcode_source(source, plan, mpeg4_file, **settings)
+        except _PlanMismatch as mismatch:
+            logger.info(
+                "%s: skipping unused frames did not work out (%s); decoding every frame instead",
+                source.name,
+                mismatch,
+            )
+        if start is not None:
+            mpeg4_file.seek(start)
+            mpeg4_file.truncate()
+    return _transcode_source(source, None, mpeg4_file, **settings)
 
 
 def _read_stream_motion(

@@ -133,22 +133,32 @@ def test_a_failed_plan_falls_back_to_decoding_every_frame(monkeypatch, caplog):
     assert result.decoded_source_frames == _source_frame_count(data)
 
 
-def test_the_fallback_replaces_what_the_failed_attempt_wrote(monkeypatch):
+def test_the_fallback_replaces_what_the_failed_attempt_wrote(monkeypatch, tmp_path):
     data = _video(INPUTS["h264_30fps"][0])
     full_stream, stream = io.BytesIO(), io.BytesIO(b"kept")
     stream.seek(4)  # the re-encoding is written from the file's position on
     decompose_video(data, skip_unused_frames=False, mpeg4_file=full_stream)
     transcode_source = video_decomposition._transcode_source
 
-    def failing_when_skipping(source, plan, stream_copy, **settings):
+    def failing_when_skipping(source, plan, mpeg4_file, **settings):
         if plan is not None:
-            stream_copy.write(b"output of the failed attempt" * 100_000)
+            with video_decomposition._binary_writer(mpeg4_file) as stream_copy:
+                stream_copy.write(b"output of the failed attempt" * 100_000)
             raise video_decomposition._PlanMismatch("a test")
-        return transcode_source(source, plan, stream_copy, **settings)
+        return transcode_source(source, plan, mpeg4_file, **settings)
 
     monkeypatch.setattr(video_decomposition, "_transcode_source", failing_when_skipping)
     decompose_video(data, mpeg4_file=stream)
     assert stream.getvalue() == b"kept" + full_stream.getvalue()
+    decompose_video(data, mpeg4_file=tmp_path / "clip.m4v")
+    assert (tmp_path / "clip.m4v").read_bytes() == full_stream.getvalue()
+
+
+@pytest.mark.parametrize("skip_unused_frames", [True, False])
+def test_no_stream_copy_is_created_for_an_input_without_video(tmp_path, skip_unused_frames):
+    with pytest.raises(video_decomposition.VideoDecodeError):
+        decompose_video(b"not a video", mpeg4_file=tmp_path / "x.m4v", skip_unused_frames=skip_unused_frames)
+    assert not (tmp_path / "x.m4v").exists()
 
 
 def test_the_plan_keeps_the_first_and_last_frame():
