@@ -80,6 +80,8 @@ _END = object()
 # (nal_ref_idc 0), MPEG-1/2 and MPEG-4 Part 2 / H.263 (B-pictures). HEVC drops "sub-layer non-reference"
 # pictures, which a higher temporal sub-layer may still refer to: only single-layer streams qualify.
 _NONREF_SAFE_CODECS = frozenset({"h264", "mpeg1video", "mpeg2video", "mpeg4", "h263"})
+# Those whose only non-reference pictures are B-pictures: without reordered packets there is nothing to skip.
+_B_PICTURES_ONLY_CODECS = frozenset({"mpeg1video", "mpeg2video", "mpeg4", "h263"})
 _HEVC_SPS_NAL_TYPE = 33
 # Bytes of a frame's position carried through the planning fps filter (pixels of an 8 x 1 grey frame).
 _PLAN_FRAME_BYTES = 8
@@ -905,13 +907,14 @@ def _plan_frame_skipping(source: _Source, fps: int) -> _SkipPlan | None:
     Packets carry each frame's presentation timestamp and duration, so the ``fps`` filter's choice is
     known before decoding. Returns ``None`` (decode every frame) when skipping cannot be planned or
     gains nothing: a decoder not known to skip only unreferenced pictures, packets without timestamps
-    or with repeated ones, a demuxing error, or a filter that takes every frame.
+    or with repeated ones, a demuxing error, no B-pictures where only those can be skipped, or a filter
+    that takes every frame.
     """
     with source.open() as container:
         stream = _video_stream(container, source.name)
         if not _skipping_is_safe(stream.codec_context):
             return None
-        packets = []
+        packets, reordered = [], False
         try:
             for packet in container.demux(stream):
                 if not packet.size:
@@ -919,7 +922,10 @@ def _plan_frame_skipping(source: _Source, fps: int) -> _SkipPlan | None:
                 if packet.pts is None:
                     return None
                 packets.append((packet.pts, packet.duration or 0))
+                reordered = reordered or packet.dts != packet.pts
         except av.FFmpegError:
+            return None
+        if not reordered and stream.codec_context.name in _B_PICTURES_ONLY_CODECS:
             return None
         packets.sort()
         timestamps = [pts for pts, _ in packets]
