@@ -29,6 +29,20 @@ def test_decompose_writes_keyframes_previews_and_summary(tmp_path, capsys):
     assert "2 clip(s) starting at frames [12, 36]" in capsys.readouterr().out
 
 
+def test_decode_every_frame_decodes_the_frames_skipping_leaves_out(tmp_path):
+    video = tmp_path / "clip.mp4"
+    write_synthetic_video(video, width=64, height=48, duration=3.0, fps=30.0, codec_options={"bf": "3"})
+    summaries = {}
+    for name, flags in {"skipping": [], "every": ["--decode-every-frame"]}.items():
+        assert main(["decompose", str(video), "--out", str(tmp_path / name), *flags]) == 0
+        summaries[name] = json.loads((tmp_path / name / "summary.json").read_text())
+    assert summaries["every"]["settings"]["skip_unused_frames"] is False
+    assert summaries["every"]["decoded_source_frames"] == summaries["every"]["source"]["num_frames"] == 90
+    assert summaries["skipping"]["decoded_source_frames"] < 90
+    for name in ("keyframe_00.png", "motion_00.png"):
+        assert (tmp_path / "skipping" / name).read_bytes() == (tmp_path / "every" / name).read_bytes()
+
+
 def test_decompose_bad_input_exits_with_code_2(tmp_path):
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     assert main(["decompose", str(tmp_path / "bad.mp4"), "--out", str(tmp_path / "out")]) == 2

@@ -11,6 +11,7 @@ import torch
 from jinja2.exceptions import TemplateError
 from PIL import Image
 
+from transformers_vlavit import processing_video_lavit
 from transformers_vlavit.image_processing_video_lavit import VideoLaVITImageProcessor
 from transformers_vlavit.processing_video_lavit import (
     VICUNA_V1_CHAT_TEMPLATE,
@@ -214,6 +215,18 @@ def test_video_as_bytes_and_decomposition_options(processor, video_path, decompo
     one_clip = processor(text="<video>", videos=[video_path], max_clips=1, return_tensors="pt")
     assert one_clip["clips_per_video"].tolist() == [1]
     assert one_clip["motion_vectors"].shape == (1, 2, 24, 20, 36)
+
+
+def test_skip_unused_frames_is_forwarded_to_decompose_video(processor, video_path, decomposed, monkeypatch):
+    calls = []
+
+    def recording(video, **kwargs):
+        calls.append(kwargs)
+        return decomposed
+
+    monkeypatch.setattr(processing_video_lavit, "decompose_video", recording)
+    processor(text="<video>", videos=[video_path], skip_unused_frames=False, return_tensors="pt")
+    assert calls[0]["skip_unused_frames"] is False
 
 
 def test_per_sample_media_lists(processor, decomposed, images):

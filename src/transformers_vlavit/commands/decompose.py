@@ -67,6 +67,12 @@ def add_decomposition_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="MPEG-4 encoder threads; above 1 is faster but changes the motion vectors",
     )
+    parser.add_argument(
+        "--decode-every-frame",
+        dest="skip_unused_frames",
+        action="store_false",
+        help="also decode the source frames the resampling drops (same result, slower; for comparisons)",
+    )
 
 
 def decompose_to_folder(video, out: Path, args: argparse.Namespace) -> dict:
@@ -87,6 +93,7 @@ def decompose_to_folder(video, out: Path, args: argparse.Namespace) -> dict:
         clip_frames=args.clip_frames,
         max_clips=args.max_clips,
         encoder_threads=args.encoder_threads,
+        skip_unused_frames=args.skip_unused_frames,
     )
     decomposed = time.perf_counter()
     pixel_values = VideoLaVITImageProcessor()(decomposition.keyframes, return_tensors="pt")["pixel_values"]
@@ -113,7 +120,9 @@ def decompose_to_folder(video, out: Path, args: argparse.Namespace) -> dict:
             "clip_frames": args.clip_frames,
             "max_clips": args.max_clips,
             "encoder_threads": args.encoder_threads,
+            "skip_unused_frames": args.skip_unused_frames,
         },
+        "decoded_source_frames": decomposition.decoded_source_frames,
         "fps": decomposition.fps,
         "frame_size": {"height": height, "width": width},
         "num_frames": decomposition.num_frames,
