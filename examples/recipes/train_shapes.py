@@ -17,9 +17,16 @@ files in that folder, in this order:
     install_detokenizers  (here)                                   the trained detokenizers into the checkpoint
     pretrain              examples/pretrain.py                     stage 2: both orders of every video-text pair
     sft                   examples/sft.py                          stage 3: TRL SFTTrainer + LoRA, then merged
-    package               (here)                                   the final folder (``--out``)
+    vae_image_refine      examples/train_autoencoder.py            the image VAE trained further (lower rate)
+    keyframe_detokenizer_refine                                    the keyframe detokenizer trained further on it
+                          examples/train_keyframe_detokenizer.py
+    package               (here)                                   the final folder (``--out``), refined parts in
     evaluate              vlavit evaluate shapes-qa/-t2v/-i2v, reconstruction (and QA before SFT)
     card                  (here)                                   the model card with the measured figures
+
+The two refine stages come after the language model because nothing it learned depends on them: the keyframe
+VAE and U-Net only turn visual codes into pixels. They continue the first schedules of those parts where these
+were found to be the bottleneck of generation (see the README's Video-LaVIT-Shapes section).
 
 Seeds are fixed. A stage whose output is complete is skipped, so an interrupted recipe resumes where it stopped
 (``--force STAGE`` reruns one; long stages also resume from their own checkpoints). Each stage's wall time, its
@@ -44,6 +51,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers_vlavit.layout import DETOKENIZER_FOLDER, KEYFRAME_FOLDER, VIDEO_FOLDER
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "examples" / "configs" / "shapes"
 STAGES = (
@@ -61,10 +70,17 @@ STAGES = (
     "install_detokenizers",
     "pretrain",
     "sft",
+    "vae_image_refine",
+    "keyframe_detokenizer_refine",
     "package",
     "evaluate",
     "card",
 )
+
+
+# the VAE component of a detokenizer pipeline folder (diffusers' name, as in its model_index.json)
+VAE_FOLDER = "vae"
+CHECKPOINT_FILES = shutil.ignore_patterns("checkpoint*", "checkpoints", "*.log")
 
 
 class RecipeError(RuntimeError):
@@ -246,10 +262,10 @@ def stage_detokenizer(recipe: Recipe, kind: str) -> None:
 
 def stage_install_detokenizers(recipe: Recipe) -> None:
     """Replace the assembled checkpoint's (untrained) detokenizers by the trained pipelines."""
-    for kind in ("keyframe", "video"):
-        trained, target = recipe.path(f"{kind}_detokenizer"), recipe.path("assembled", "detokenizer", kind)
+    for kind in (KEYFRAME_FOLDER, VIDEO_FOLDER):
+        trained, target = recipe.path(f"{kind}_detokenizer"), recipe.path("assembled", DETOKENIZER_FOLDER, kind)
         shutil.rmtree(target)
-        shutil.copytree(trained, target, ignore=shutil.ignore_patterns("checkpoint*", "checkpoints", "*.log"))
+        shutil.copytree(trained, target, ignore=CHECKPOINT_FILES)
 
 
 def trainer_device(recipe: Recipe) -> list[str]:
@@ -280,12 +296,44 @@ def stage_sft(recipe: Recipe) -> None:
     ])
 
 
+def stage_vae_image_refine(recipe: Recipe) -> None:
+    """The image VAE trained further from `vae_image` (its own schedule, a new data order: seed + 1)."""
+    run(recipe, "vae_image_refine", script("examples/train_autoencoder.py") + [
+        "--kind", "image", "--model_name_or_path", str(recipe.path("vae_image")),
+        "--videos", str(recipe.world / "videos" / "train"),
+        "--validation-videos", str(recipe.world / "videos" / "validation"),
+        "--resolution", str(recipe.settings["world"]["size"]), "--output-dir", str(recipe.path("vae_image_refine")),
+        "--seed", str(recipe.seed + 1), "--resume-from-checkpoint", "latest",
+        *options(recipe.settings["vae_image_refine"], dashed=True),
+    ])
+
+
+def stage_keyframe_detokenizer_refine(recipe: Recipe) -> None:
+    """The trained keyframe detokenizer, its VAE replaced by the refined one, trained further on that VAE."""
+    start = recipe.path("keyframe_detokenizer_refine_start")
+    if start.exists():
+        shutil.rmtree(start)
+    shutil.copytree(recipe.path("keyframe_detokenizer"), start, ignore=CHECKPOINT_FILES)
+    shutil.rmtree(start / VAE_FOLDER)
+    shutil.copytree(recipe.path("vae_image_refine"), start / VAE_FOLDER, ignore=CHECKPOINT_FILES)
+    run(recipe, "keyframe_detokenizer_refine", script("examples/train_keyframe_detokenizer.py") + [
+        "--pipeline", str(start), "--dataset", str(recipe.path("data", "video_text")),
+        "--resolution", str(recipe.settings["world"]["size"]),
+        "--output_dir", str(recipe.path("keyframe_detokenizer_refine")), "--seed", str(recipe.seed + 1),
+        "--resume_from_checkpoint", "latest", *options(recipe.settings["keyframe_detokenizer_refine"]),
+    ])
+
+
 def stage_package(recipe: Recipe) -> None:
-    """Copy the merged model (root: LLM + tokenizers + processor; `detokenizer/`) to `--out`."""
+    """Copy the merged model (root: LLM + tokenizers + processor; `detokenizer/`) to `--out`, with the refined
+    keyframe detokenizer in place of the first one."""
     source = recipe.path("sft_merged")
     if recipe.out.exists():
         shutil.rmtree(recipe.out)
     shutil.copytree(source, recipe.out, ignore=shutil.ignore_patterns("checkpoint-*", "training_args.bin"))
+    keyframe = recipe.out / DETOKENIZER_FOLDER / KEYFRAME_FOLDER
+    shutil.rmtree(keyframe)
+    shutil.copytree(recipe.path("keyframe_detokenizer_refine"), keyframe, ignore=CHECKPOINT_FILES)
 
 
 def stage_evaluate(recipe: Recipe) -> None:
@@ -339,6 +387,8 @@ RUNNERS = {
     "install_detokenizers": stage_install_detokenizers,
     "pretrain": stage_pretrain,
     "sft": stage_sft,
+    "vae_image_refine": stage_vae_image_refine,
+    "keyframe_detokenizer_refine": stage_keyframe_detokenizer_refine,
     "package": stage_package,
     "evaluate": stage_evaluate,
     "card": stage_card,

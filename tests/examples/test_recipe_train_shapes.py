@@ -24,6 +24,8 @@ STAGES_WITH_OUTPUT = {
     "video_detokenizer": "video_detokenizer/model_index.json",
     "pretrain": "pretrain/config.json",
     "sft": "sft_merged/config.json",
+    "vae_image_refine": "vae_image_refine/config.json",
+    "keyframe_detokenizer_refine": "keyframe_detokenizer_refine/model_index.json",
     "evaluate": "evaluation/qa/metrics.json",
 }
 
@@ -61,6 +63,18 @@ def test_recipe_runs_every_stage_and_writes_a_loadable_model_with_a_card(smoke_r
     assert (model / "detokenizer" / "keyframe" / "model_index.json").exists()
     assert (model / "detokenizer" / "video" / "model_index.json").exists()
     assert not list(model.rglob("*.bin")) and not list(model.rglob("*.pt"))
+    # the package holds the refined keyframe detokenizer, on the refined VAE
+
+    def same_file(a, b):
+        return a.read_bytes() == b.read_bytes()
+
+    keyframe = model / "detokenizer" / "keyframe"
+    vae_weights = "diffusion_pytorch_model.safetensors"
+    assert same_file(keyframe / "vae" / vae_weights, work / "vae_image_refine" / vae_weights)
+    assert not same_file(keyframe / "vae" / vae_weights, work / "vae_image" / vae_weights)
+    unet_weights = keyframe / "unet" / vae_weights
+    assert same_file(unet_weights, work / "keyframe_detokenizer_refine" / "unet" / vae_weights)
+    assert not same_file(unet_weights, work / "keyframe_detokenizer" / "unet" / vae_weights)
 
     card = (model / "README.md").read_text()
     assert card.startswith("---\n") and "pipeline_tag: text-to-video" in card

@@ -98,8 +98,8 @@ def test_it_answers_questions_about_unseen_videos(unseen_world, tmp_path):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 10: not reached yet; measured (2026-12-02): every keyframe comes out as a blue-violet blob "
-    "(colour 0 of 4, first direction 1 of 4), the keyframe VAE itself keeps the colour of 25% of test keyframes",
+    reason="issue 10: not reached yet; measured (2026-12-02): every generated video is a blue circle (colour 0 "
+    "of 4, first direction 1 of 4): the video detokenizer ignores the colour of its keyframe",
 )
 def test_its_seeded_generations_pass_the_detectors(unseen_world, tmp_path):
     out = tmp_path / "t2v"
