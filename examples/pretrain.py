@@ -154,7 +154,7 @@ def extend_llama_to_video_lavit(
 
     llama.resize_token_embeddings(config.vocab_size, mean_resizing=True)
     model = VideoLaVITForCausalLM(config)
-    model.model.load_state_dict(llama.model.state_dict())
+    model.model.language_model.load_state_dict(llama.model.state_dict())
     model.lm_head.load_state_dict(llama.lm_head.state_dict())
     model.visual_tokenizer.load_state_dict(tokenizer_source.visual_tokenizer.state_dict())
     model.motion_tokenizer.load_state_dict(tokenizer_source.motion_tokenizer.state_dict())

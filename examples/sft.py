@@ -15,10 +15,12 @@ which loads with `PeftModel.from_pretrained(base_model, adapter_dir)` and merges
 `merge_and_unload()`; `--merged_output_dir DIR` also writes the merged model. Without LoRA, the whole
 language model is fine-tuned and the two tokenizers stay frozen.
 
-Why a `SFTTrainer` subclass: TRL's default loss patches a fused LM head that runs the model's bare
-backbone (`model.base_model`, the Llama decoder here) on `input_ids`, which cannot splice keyframe
-features and motion ids at the placeholders. `VideoLaVITSFTTrainer.compute_loss` therefore calls the
-model's own forward, as TRL's documentation suggests for custom losses.
+Why a `SFTTrainer` subclass: TRL's default loss patches a fused LM head that runs the base model
+(`model.base_model`, our `VideoLaVITModel`) and scores its hidden states against the batch's labels; the
+base model splices keyframe features and motion ids in at the placeholders, which lengthens the
+sequence, so those labels (aligned with `input_ids`) no longer line up. `VideoLaVITSFTTrainer.compute_loss`
+therefore calls the model's own forward, which splices the labels too, as TRL's documentation suggests
+for custom losses.
 
 Data (`--train_data`): the `datasets/prepare_instructions.py` output (`messages`, `images`, `videos` and
 the stored clips `keyframes` / `motion_vectors` / `clips_per_video`; rows with an `error` are skipped),
@@ -56,7 +58,7 @@ from transformers_vlavit.visual_tokenizer_training import fit_projection_to_code
 # the decoder layers' linear projections of the language model; the tokenizers' modules never match
 # the understanding projection of the visual tokenizer (`--train_projection`)
 PROJECTION = "vit_proj"
-LLM_LINEAR_LAYERS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+LLM_LINEAR_LAYERS = r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 SYNTHETIC_ANSWERS = (
     "Colored shapes drift over a panning texture.",
     "Bright blobs glide across a textured background.",

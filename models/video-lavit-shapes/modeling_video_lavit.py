@@ -1,4 +1,4 @@
-"""Video-LaVIT causal language model: a Llama backbone over text, keyframe and motion tokens.
+"""Video-LaVIT: a base model (Llama backbone + both tokenizers) and the causal LM head over it.
 
 Understanding: each `<image>` / `<video>` placeholder of the processor's `input_ids` is replaced by
 `[image_start] keyframe features [image_end]` (continuous `vit_proj` features of the kept visual
@@ -23,8 +23,9 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.utils import ModelOutput, logging
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, logging
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_video_lavit import VideoLaVITConfig
@@ -167,6 +168,34 @@ class VideoLaVITVocabularyMapping:
 
 
 @dataclass
+class VideoLaVITModelOutputWithPast(BaseModelOutputWithPast):
+    r"""
+    [`BaseModelOutputWithPast`] plus the attention mask of the sequence the language model actually saw.
+
+    attention_mask (`torch.LongTensor` of shape `[batch, spliced_length]`, *optional*):
+        When images/videos were spliced in, the mask of the spliced, re-padded sequence (aligned with
+        `last_hidden_state`); otherwise the mask that was passed in.
+    """
+
+    attention_mask: torch.LongTensor | None = None
+
+
+@dataclass
+class VideoLaVITVideoFeaturesOutput(ModelOutput):
+    r"""
+    Output of [`VideoLaVITModel.get_video_features`]: what each clip of the videos adds to the sequence.
+
+    keyframe_features (`list[torch.FloatTensor]`):
+        Per clip, the continuous LLM-space features `[n_c, hidden_size]` of its keyframe's kept visual tokens.
+    motion_ids (`torch.LongTensor` of shape `[num_clips, motion_tokens_per_clip]`):
+        Per clip, the vocabulary ids of its motion codes.
+    """
+
+    keyframe_features: list[torch.Tensor] | None = None
+    motion_ids: torch.LongTensor | None = None
+
+
+@dataclass
 class VideoLaVITCausalLMOutputWithPast(CausalLMOutputWithPast):
     r"""
     [`CausalLMOutputWithPast`] plus the attention mask of the sequence the language model actually saw.
@@ -206,6 +235,16 @@ class _ExpandedBatch:
     attention_mask: torch.LongTensor  # [batch, length]
     labels: torch.LongTensor | None  # [batch, length]
     visual_embeds: torch.Tensor | None  # [batch, max_features, hidden], features in marker order
+
+
+@dataclass
+class _EmbeddedInputs:
+    """A batch's input embeddings after splicing (internal)."""
+
+    inputs_embeds: torch.Tensor  # [batch, length, hidden]
+    attention_mask: torch.LongTensor | None  # [batch, length]
+    labels: torch.LongTensor | None  # [batch, length]
+    spliced: bool  # the sequence was expanded: positions are recounted from the attention mask
 
 
 @dataclass
@@ -249,7 +288,7 @@ def _position_ids(attention_mask: torch.Tensor) -> torch.LongTensor:
 
 
 class VideoLaVITPreTrainedModel(PreTrainedModel):
-    """Weight initialisation and loading conventions shared by the Video-LaVIT language models."""
+    """Weight initialisation and loading conventions shared by the Video-LaVIT models."""
 
     config: VideoLaVITConfig
     config_class = VideoLaVITConfig
@@ -259,77 +298,72 @@ class VideoLaVITPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["LlamaDecoderLayer", "VideoLaVITVisionLayer", "VideoLaVITTokenMergerLayer"]
     _skip_keys_device_placement = ["cache"]
     _supports_sdpa = True
+    # Checkpoints written before the base model existed hold `model.{embed_tokens,layers,norm}` (the Llama
+    # directly under the head) and top-level `visual_tokenizer.` / `motion_tokenizer.`; these regexes move
+    # them under `model.` (`model.language_model.` for the Llama) and leave current names alone.
+    # `from_pretrained` hands them to transformers as `key_mapping`: transformers' conversion registry is
+    # keyed by class name, so an entry there would also rename for old copies of this class (remote code).
+    # PEFT reads this attribute to rename the weights of LoRA adapters saved on the old layout.
+    _checkpoint_conversion_mapping = {
+        r"^model\.(embed_tokens|layers|norm)\.": r"model.language_model.\1.",
+        r"^visual_tokenizer\.": "model.visual_tokenizer.",
+        r"^motion_tokenizer\.": "model.motion_tokenizer.",
+    }
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, key_mapping=None, **kwargs):
+        """`PreTrainedModel.from_pretrained`, also loading folders saved before the base model existed: their
+        weight names are renamed on the fly by `_checkpoint_conversion_mapping` (after any `key_mapping`)."""
+        key_mapping = {**(key_mapping or {}), **cls._checkpoint_conversion_mapping}
+        return super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, key_mapping=key_mapping, **kwargs
+        )
 
-class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
-    """
-    Video-LaVIT: Llama-2 over a vocabulary of text, visual (keyframe) and motion codes, with its two
-    tokenizers as sub-models.
-
-    - `forward(...)`: understanding (continuous keyframe features at `<image>`/`<video>`
-      placeholders, labels `-100` there) or pre-training (discrete ids, see
-      `prepare_pretraining_inputs`); causal-LM loss when `labels` are given.
-    - `generate(...)`: text answers about images/videos; visual and motion ids are never produced.
-    - `generate_video_tokens(...)`: text (or text + image) prompt -> keyframe codes and motion codes
-      per clip, with classifier-free guidance.
-
-    Example:
-
-    ```python
-    model = AutoModelForCausalLM.from_pretrained(checkpoint)  # e.g. `vlavit tiny-checkpoint DIR`
-    processor = AutoProcessor.from_pretrained(checkpoint)
-    prompt = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]}],
-        add_generation_prompt=True,
-    )
-    inputs = processor(text=[prompt], videos=["clip.mp4"], return_tensors="pt")
-    answer_ids = model.generate(**inputs, max_new_tokens=32)[:, inputs["input_ids"].shape[1] :]
-    ```
-    """
-
-    _tied_weights_keys = {}
-    # as transformers' video LLMs declare them (llava_next_video, qwen2_vl); videos come out of
-    # `generate_video_tokens` (and the text-to-video pipeline), text out of `generate`
-    input_modalities = ("image", "video", "text")
-    output_modalities = ("text", "video")
-
-    def __init__(self, config: VideoLaVITConfig):
-        super().__init__(config)
-        self.model = LlamaModel(config.text_config)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.vocab_size, bias=False)
-        self.visual_tokenizer = VideoLaVITVisualTokenizer(config.visual_tokenizer_config)
-        self.motion_tokenizer = VideoLaVITMotionTokenizer(config.motion_tokenizer_config)
-        self.vocabulary_mapping = VideoLaVITVocabularyMapping(config)
-        self.post_init()
-
-    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
-        """`PreTrainedModel.save_pretrained`; a folder saved with its code (`trust_remote_code`) also maps
-        `AutoModelForImageTextToText` and `AutoModelForMultimodalLM` to this class in `auto_map`, which
-        `pipeline("image-text-to-text")` and `pipeline("any-to-any")` load it with."""
-        if self._auto_class is not None:
-            target = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
-            auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            for auto_class in UNDERSTANDING_AUTO_CLASSES:
-                auto_map.setdefault(auto_class, target)
-            self.config.auto_map = auto_map
-        super().save_pretrained(save_directory, *args, **kwargs)
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        """The Llama token embedding `[vocab_size, hidden_size]`."""
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        """Replace the Llama token embedding."""
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        """The LM head `hidden_size -> vocab_size`."""
-        return self.lm_head
+    def save_pretrained(self, save_directory, *args, save_original_format: bool = False, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, writing the current weight names by default: transformers
+        would otherwise write a model loaded from an old folder back under the old names
+        (`save_original_format=True` still does)."""
+        super().save_pretrained(save_directory, *args, save_original_format=save_original_format, **kwargs)
 
     @property
     def _pad_token_id(self) -> int:
         pad = self.config.text_config.pad_token_id
         return 0 if pad is None else pad
+
+
+class VideoLaVITModel(VideoLaVITPreTrainedModel):
+    """
+    The Video-LaVIT base model: the Llama backbone (`language_model`) with the visual and motion tokenizers
+    and the vocabulary mapping, without the LM head.
+
+    `forward` splices images and videos into the sequence (see `prepare_multimodal_inputs`) and returns the
+    backbone's hidden states; `get_image_features`, `get_video_features` and `get_placeholder_mask` are the
+    pieces of that splice, as in transformers' VLMs (`llava_next_video`, `emu3`).
+
+    Example:
+
+    ```python
+    model = AutoModel.from_pretrained(checkpoint)  # e.g. `vlavit tiny-checkpoint DIR`
+    inputs = processor(text=[prompt], videos=["clip.mp4"], return_tensors="pt")
+    hidden = model(**inputs).last_hidden_state  # [batch, spliced_length, hidden_size]
+    ```
+    """
+
+    def __init__(self, config: VideoLaVITConfig):
+        super().__init__(config)
+        self.language_model = LlamaModel(config.text_config)
+        self.visual_tokenizer = VideoLaVITVisualTokenizer(config.visual_tokenizer_config)
+        self.motion_tokenizer = VideoLaVITMotionTokenizer(config.motion_tokenizer_config)
+        self.vocabulary_mapping = VideoLaVITVocabularyMapping(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The Llama token embedding `[vocab_size, hidden_size]`."""
+        return self.language_model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        """Replace the Llama token embedding."""
+        self.language_model.embed_tokens = value
 
     # ----------------------------------------------------------------------------------------------
     # visual inputs
@@ -345,6 +379,59 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
             device=self.motion_tokenizer.device, dtype=self.motion_tokenizer.dtype
         )
         return self.vocabulary_mapping.motion_to_vocab(self.motion_tokenizer.encode(motion_vectors))
+
+    def get_video_features(
+        self, pixel_values_videos: torch.Tensor, motion_vectors: torch.Tensor
+    ) -> VideoLaVITVideoFeaturesOutput:
+        """
+        What the clips of videos add to the understanding sequence: each clip's keyframe features (its
+        `[image_start] ... [image_end]` slots) and motion ids (between `[motion_start]` and `[motion_end]`).
+
+        Args:
+            pixel_values_videos (`torch.FloatTensor` of shape `[num_clips, 3, 224, 224]`): the keyframes.
+            motion_vectors (`torch.FloatTensor` of shape `[num_clips, 2, 24, 20, 36]`): the clips' motion.
+
+        Returns:
+            [`VideoLaVITVideoFeaturesOutput`]: `keyframe_features` (per clip `[n_c, hidden_size]`) and
+            `motion_ids [num_clips, 135]`.
+        """
+        if pixel_values_videos.shape[0] != motion_vectors.shape[0]:
+            raise VideoLaVITInputError(
+                f"pixel_values_videos has {pixel_values_videos.shape[0]} keyframes but motion_vectors "
+                f"{motion_vectors.shape[0]} clips; give one keyframe per clip."
+            )
+        return VideoLaVITVideoFeaturesOutput(
+            keyframe_features=self.get_image_features(pixel_values_videos),
+            motion_ids=self.get_motion_ids(motion_vectors),
+        )
+
+    def get_placeholder_mask(
+        self, input_ids: torch.LongTensor, visual_embeds: torch.Tensor | None = None
+    ) -> tuple[torch.BoolTensor, torch.BoolTensor]:
+        """
+        Where the images and videos go: the positions of `image_token_id` and of `video_token_id`.
+
+        In the processor's `input_ids` these are the `<image>` / `<video>` placeholders (one per image/video);
+        in expanded ids (`prepare_multimodal_inputs`) the image mask marks the feature slots that take
+        `visual_embeds`, in order, row by row.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `[batch, length]`).
+            visual_embeds (`torch.FloatTensor` of shape `[batch, max_slots, hidden]`, *optional*): when given,
+                checked to hold a feature for every slot of every row.
+
+        Returns:
+            `(image_mask, video_mask)`, two `torch.BoolTensor` of shape `[batch, length]`.
+        """
+        image_mask = input_ids == self.config.image_token_id
+        video_mask = input_ids == self.config.video_token_id
+        most_slots = int(image_mask.sum(-1).max()) if input_ids.numel() else 0
+        if visual_embeds is not None and most_slots > visual_embeds.shape[1]:
+            raise VideoLaVITInputError(
+                f"input_ids hold up to {most_slots} feature slots per row but visual_embeds has "
+                f"{visual_embeds.shape[1]}."
+            )
+        return image_mask, video_mask
 
     def _check_visual_inputs(
         self,
@@ -501,8 +588,9 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
             for features in self.get_image_features(pixel_values):
                 image_segments.append(_Segment(keyframe_slots(features), features))
         if pixel_values_videos is not None:
-            keyframe_features = self.get_image_features(pixel_values_videos)
-            motion_ids = self.get_motion_ids(motion_vectors).to(input_ids.device)
+            video_features = self.get_video_features(pixel_values_videos, motion_vectors)
+            keyframe_features = video_features.keyframe_features
+            motion_ids = video_features.motion_ids.to(input_ids.device)
             clip = 0
             for num_clips in clips_per_video.tolist():
                 clips = range(clip, clip + num_clips)
@@ -612,7 +700,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
 
     def _embed(self, input_ids: torch.LongTensor, visual_embeds: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings `[batch, length, hidden]` with `visual_embeds` written at the feature slots."""
-        slots = input_ids == self.config.image_token_id
+        slots, _ = self.get_placeholder_mask(input_ids, visual_embeds)
         embeddings = self.get_input_embeddings()
         inputs_embeds = embeddings(input_ids.masked_fill(slots, self._pad_token_id))
         if visual_embeds is None:
@@ -624,13 +712,266 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
             return inputs_embeds
         counts = slots.sum(dim=-1)
         valid = torch.arange(visual_embeds.shape[1], device=counts.device)[None, :] < counts[:, None]
-        if int(counts.max()) > visual_embeds.shape[1]:
-            raise VideoLaVITInputError(
-                f"input_ids hold up to {int(counts.max())} feature slots per row but visual_embeds has "
-                f"{visual_embeds.shape[1]}."
-            )
         features = visual_embeds[valid].to(device=inputs_embeds.device, dtype=inputs_embeds.dtype)
         return inputs_embeds.masked_scatter(slots.unsqueeze(-1), features)
+
+    def _check_per_sample_counts(
+        self,
+        input_ids: torch.LongTensor,
+        images_per_sample: torch.LongTensor | None,
+        videos_per_sample: torch.LongTensor | None,
+    ) -> None:
+        """Check the processor's per-sample counts against the placeholders of each row."""
+        for name, counts, token_id in (
+            ("images_per_sample", images_per_sample, self.config.image_token_id),
+            ("videos_per_sample", videos_per_sample, self.config.video_token_id),
+        ):
+            if counts is None:
+                continue
+            found = (input_ids == token_id).sum(dim=-1).to(counts.device)
+            if not torch.equal(found, counts.to(found.dtype)):
+                raise VideoLaVITInputError(
+                    f"{name} is {counts.tolist()} but the rows of input_ids hold {found.tolist()} "
+                    "placeholders."
+                )
+
+    def _embed_inputs(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        motion_vectors: torch.Tensor | None = None,
+        clips_per_video: torch.LongTensor | None = None,
+        images_per_sample: torch.LongTensor | None = None,
+        videos_per_sample: torch.LongTensor | None = None,
+        visual_embeds: torch.Tensor | None = None,
+    ) -> _EmbeddedInputs:
+        """
+        The input embeddings of a batch, with its images and videos spliced in when it has any.
+
+        Without `visual_embeds`, `input_ids` with `<image>` / `<video>` placeholders (or given visual inputs)
+        are expanded by `prepare_multimodal_inputs` (labels `-100` on inserted positions) and re-padded on
+        their side; with `visual_embeds` (already-expanded ids, as `generate` passes them) each
+        `image_token_id` slot of a row takes the next feature of that row.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `[batch, length]`), attention_mask, labels, pixel_values,
+            pixel_values_videos, motion_vectors, clips_per_video, images_per_sample, videos_per_sample,
+            visual_embeds: as in [`VideoLaVITForCausalLM.forward`].
+
+        Returns:
+            [`_EmbeddedInputs`]: `inputs_embeds [batch, length', hidden]`, `attention_mask` and
+            `labels` `[batch, length']` (None when not given), and `spliced` (True when the sequence was
+            expanded, so that positions must be recounted).
+        """
+        self._check_per_sample_counts(input_ids, images_per_sample, videos_per_sample)
+        has_visual_inputs = any(
+            value is not None for value in (pixel_values, pixel_values_videos, motion_vectors)
+        )
+        image_mask, video_mask = self.get_placeholder_mask(input_ids)
+        spliced = visual_embeds is None and (has_visual_inputs or bool((image_mask | video_mask).any()))
+        if spliced:
+            expanded = self.prepare_multimodal_inputs(
+                input_ids,
+                attention_mask,
+                labels,
+                pixel_values,
+                pixel_values_videos,
+                motion_vectors,
+                clips_per_video,
+            )
+            input_ids, attention_mask, labels = expanded.input_ids, expanded.attention_mask, expanded.labels
+            visual_embeds = expanded.visual_embeds
+        return _EmbeddedInputs(self._embed(input_ids, visual_embeds), attention_mask, labels, spliced)
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        motion_vectors: torch.Tensor | None = None,
+        clips_per_video: torch.LongTensor | None = None,
+        images_per_sample: torch.LongTensor | None = None,
+        videos_per_sample: torch.LongTensor | None = None,
+        visual_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> VideoLaVITModelOutputWithPast:
+        r"""
+        Args: as in [`VideoLaVITForCausalLM.forward`] (without `labels` and `logits_to_keep`).
+
+        Returns:
+            [`VideoLaVITModelOutputWithPast`]: `last_hidden_state [batch, length', hidden_size]`, `cache`
+            and the `attention_mask` of the spliced sequence.
+        """
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise VideoLaVITInputError("forward needs input_ids or inputs_embeds; pass one of them.")
+            embedded = self._embed_inputs(
+                input_ids,
+                attention_mask,
+                None,
+                pixel_values,
+                pixel_values_videos,
+                motion_vectors,
+                clips_per_video,
+                images_per_sample,
+                videos_per_sample,
+                visual_embeds,
+            )
+            inputs_embeds, attention_mask = embedded.inputs_embeds, embedded.attention_mask
+            if embedded.spliced:
+                position_ids = None
+        if position_ids is None and attention_mask is not None:
+            position_ids = _position_ids(attention_mask)[:, -inputs_embeds.shape[1] :]
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return VideoLaVITModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            attention_mask=attention_mask,
+        )
+
+
+
+class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
+    """
+    Video-LaVIT: Llama-2 over a vocabulary of text, visual (keyframe) and motion codes; a [`VideoLaVITModel`]
+    (`model`: backbone, both tokenizers, vocabulary mapping) under the LM head (`lm_head`).
+
+    - `forward(...)`: understanding (continuous keyframe features at `<image>`/`<video>`
+      placeholders, labels `-100` there) or pre-training (discrete ids, see
+      `prepare_pretraining_inputs`); causal-LM loss when `labels` are given.
+    - `generate(...)`: text answers about images/videos; visual and motion ids are never produced.
+    - `generate_video_tokens(...)`: text (or text + image) prompt -> keyframe codes and motion codes
+      per clip, with classifier-free guidance.
+
+    `visual_tokenizer`, `motion_tokenizer`, `vocabulary_mapping` and the splicing methods
+    (`get_image_features`, `get_video_features`, `get_motion_ids`, `get_placeholder_mask`,
+    `prepare_multimodal_inputs`, `prepare_pretraining_inputs`) are the base model's, reachable from here.
+
+    Example:
+
+    ```python
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)  # e.g. `vlavit tiny-checkpoint DIR`
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]}],
+        add_generation_prompt=True,
+    )
+    inputs = processor(text=[prompt], videos=["clip.mp4"], return_tensors="pt")
+    answer_ids = model.generate(**inputs, max_new_tokens=32)[:, inputs["input_ids"].shape[1] :]
+    ```
+    """
+
+    _tied_weights_keys = {}
+    # as transformers' video LLMs declare them (llava_next_video, qwen2_vl); videos come out of
+    # `generate_video_tokens` (and the text-to-video pipeline), text out of `generate`
+    input_modalities = ("image", "video", "text")
+    output_modalities = ("text", "video")
+    # sub-models of the base model that stay assignable here (`model.visual_tokenizer = ...`)
+    _base_model_modules = ("visual_tokenizer", "motion_tokenizer")
+
+    def __init__(self, config: VideoLaVITConfig):
+        super().__init__(config)
+        self.model = VideoLaVITModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def __setattr__(self, name: str, value) -> None:
+        # nn.Module registers an assigned module before a property setter could run: hand the tokenizers to
+        # the base model, where they live, instead of registering a second copy on the head
+        if name in self._base_model_modules and "model" in self.__dict__.get("_modules", {}):
+            setattr(self.model, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def visual_tokenizer(self) -> VideoLaVITVisualTokenizer:
+        """The base model's visual tokenizer."""
+        return self.model.visual_tokenizer
+
+    @property
+    def motion_tokenizer(self) -> VideoLaVITMotionTokenizer:
+        """The base model's motion tokenizer."""
+        return self.model.motion_tokenizer
+
+    @property
+    def vocabulary_mapping(self) -> VideoLaVITVocabularyMapping:
+        """The base model's mapping between codebook ids and vocabulary ids."""
+        return self.model.vocabulary_mapping
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """`VideoLaVITPreTrainedModel.save_pretrained`; a folder saved with its code (`trust_remote_code`)
+        also maps `AutoModelForImageTextToText` and `AutoModelForMultimodalLM` to this class in `auto_map`,
+        which `pipeline("image-text-to-text")` and `pipeline("any-to-any")` load it with."""
+        if self._auto_class is not None:
+            target = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            for auto_class in UNDERSTANDING_AUTO_CLASSES:
+                auto_map.setdefault(auto_class, target)
+            self.config.auto_map = auto_map
+        super().save_pretrained(save_directory, *args, **kwargs)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The Llama token embedding `[vocab_size, hidden_size]`."""
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        """Replace the Llama token embedding."""
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Linear:
+        """The LM head `hidden_size -> vocab_size`."""
+        return self.lm_head
+
+    # ----------------------------------------------------------------------------------------------
+    # visual inputs: the base model's
+    # ----------------------------------------------------------------------------------------------
+    def get_image_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """[`VideoLaVITModel.get_image_features`]: `[N, 3, 224, 224]` -> N tensors `[n_i, hidden_size]`."""
+        return self.model.get_image_features(pixel_values)
+
+    def get_video_features(
+        self, pixel_values_videos: torch.Tensor, motion_vectors: torch.Tensor
+    ) -> VideoLaVITVideoFeaturesOutput:
+        """[`VideoLaVITModel.get_video_features`]: keyframes `[C, 3, 224, 224]` and motion vectors
+        `[C, 2, 24, 20, 36]` of C clips -> their keyframe features and motion ids."""
+        return self.model.get_video_features(pixel_values_videos, motion_vectors)
+
+    def get_motion_ids(self, motion_vectors: torch.Tensor) -> torch.LongTensor:
+        """[`VideoLaVITModel.get_motion_ids`]: `[C, 2, 24, 20, 36]` -> vocabulary ids `[C, 135]`."""
+        return self.model.get_motion_ids(motion_vectors)
+
+    def get_placeholder_mask(
+        self, input_ids: torch.LongTensor, visual_embeds: torch.Tensor | None = None
+    ) -> tuple[torch.BoolTensor, torch.BoolTensor]:
+        """[`VideoLaVITModel.get_placeholder_mask`]: `input_ids [batch, length]` -> image and video masks
+        `[batch, length]`."""
+        return self.model.get_placeholder_mask(input_ids, visual_embeds)
+
+    def prepare_multimodal_inputs(self, *args, **kwargs) -> _ExpandedBatch:
+        """[`VideoLaVITModel.prepare_multimodal_inputs`]: the understanding layout of a batch."""
+        return self.model.prepare_multimodal_inputs(*args, **kwargs)
+
+    def prepare_pretraining_inputs(self, *args, **kwargs) -> dict[str, torch.LongTensor]:
+        """[`VideoLaVITModel.prepare_pretraining_inputs`]: the discrete pre-training layout of a batch."""
+        return self.model.prepare_pretraining_inputs(*args, **kwargs)
 
     # ----------------------------------------------------------------------------------------------
     # forward
@@ -653,7 +994,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         visual_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> VideoLaVITCausalLMOutputWithPast:
         r"""
         Args:
@@ -689,37 +1030,26 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
             [`VideoLaVITCausalLMOutputWithPast`]: `loss` (when `labels`), `logits [batch, length', vocab]`,
             `cache` and the `attention_mask` of the spliced sequence.
         """
-        has_visual_inputs = any(
-            value is not None for value in (pixel_values, pixel_values_videos, motion_vectors)
-        )
         if inputs_embeds is None:
             if input_ids is None:
                 raise VideoLaVITInputError("forward needs input_ids or inputs_embeds; pass one of them.")
-            self._check_per_sample_counts(input_ids, images_per_sample, videos_per_sample)
-            has_placeholders = bool(
-                ((input_ids == self.config.image_token_id) | (input_ids == self.config.video_token_id)).any()
+            # the head splices, not its base model: the labels follow the ids through the splice
+            embedded = self.model._embed_inputs(
+                input_ids,
+                attention_mask,
+                labels,
+                pixel_values,
+                pixel_values_videos,
+                motion_vectors,
+                clips_per_video,
+                images_per_sample,
+                videos_per_sample,
+                visual_embeds,
             )
-            if visual_embeds is None and (has_visual_inputs or has_placeholders):
-                expanded = self.prepare_multimodal_inputs(
-                    input_ids,
-                    attention_mask,
-                    labels,
-                    pixel_values,
-                    pixel_values_videos,
-                    motion_vectors,
-                    clips_per_video,
-                )
-                input_ids, attention_mask, labels = (
-                    expanded.input_ids,
-                    expanded.attention_mask,
-                    expanded.labels,
-                )
-                visual_embeds = expanded.visual_embeds
+            inputs_embeds, attention_mask = embedded.inputs_embeds, embedded.attention_mask
+            labels = embedded.labels
+            if embedded.spliced:
                 position_ids = None
-            inputs_embeds = self._embed(input_ids, visual_embeds)
-
-        if position_ids is None and attention_mask is not None:
-            position_ids = _position_ids(attention_mask)[:, -inputs_embeds.shape[1] :]
         outputs = self.model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -750,26 +1080,6 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             attention_mask=attention_mask,
         )
-
-    def _check_per_sample_counts(
-        self,
-        input_ids: torch.LongTensor,
-        images_per_sample: torch.LongTensor | None,
-        videos_per_sample: torch.LongTensor | None,
-    ) -> None:
-        """Check the processor's per-sample counts against the placeholders of each row."""
-        for name, counts, token_id in (
-            ("images_per_sample", images_per_sample, self.config.image_token_id),
-            ("videos_per_sample", videos_per_sample, self.config.video_token_id),
-        ):
-            if counts is None:
-                continue
-            found = (input_ids == token_id).sum(dim=-1).to(counts.device)
-            if not torch.equal(found, counts.to(found.dtype)):
-                raise VideoLaVITInputError(
-                    f"{name} is {counts.tolist()} but the rows of input_ids hold {found.tolist()} "
-                    "placeholders."
-                )
 
     # ----------------------------------------------------------------------------------------------
     # understanding generation
@@ -822,7 +1132,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
             return super().generate(attention_mask=attention_mask, logits_processor=processors, **kwargs)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        self._check_per_sample_counts(input_ids, images_per_sample, videos_per_sample)
+        self.model._check_per_sample_counts(input_ids, images_per_sample, videos_per_sample)
         expanded = self.prepare_multimodal_inputs(
             input_ids,
             attention_mask,
@@ -933,7 +1243,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         keyframe_rules = self._keyframe_rules(min_keyframe_tokens, device)
         motion_rules = self._motion_rules()
         given_keyframes = (
-            self._tokenize_images(pixel_values, False, None) if pixel_values is not None else None
+            self.model._tokenize_images(pixel_values, False, None) if pixel_values is not None else None
         )
 
         sequences = list(prompts)
@@ -1103,7 +1413,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         lengths = torch.full((batch_size,), max_new_tokens, device=input_ids.device)
         step_ids = input_ids
         for step in range(max_new_tokens):
-            hidden = self.model(
+            hidden = self.model.language_model(
                 input_ids=step_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
@@ -1170,8 +1480,11 @@ __all__ = [
     "VideoLaVITCausalLMOutputWithPast",
     "VideoLaVITForCausalLM",
     "VideoLaVITInputError",
+    "VideoLaVITModel",
+    "VideoLaVITModelOutputWithPast",
     "VideoLaVITPreTrainedModel",
     "VideoLaVITTokenRangeLogitsProcessor",
+    "VideoLaVITVideoFeaturesOutput",
     "VideoLaVITVideoTokensOutput",
     "VideoLaVITVocabularyMapping",
     "pretraining_text",

@@ -1,4 +1,4 @@
-"""Video-LaVIT for transformers: video decomposition, processor, tokenizers and the causal LM.
+"""Video-LaVIT for transformers: video decomposition, processor, tokenizers, the base model and the causal LM.
 
 Importing this package registers the Video-LaVIT classes with the transformers Auto classes.
 """
@@ -20,7 +20,10 @@ from .modeling_video_lavit import (
     VideoLaVITCausalLMOutputWithPast,
     VideoLaVITForCausalLM,
     VideoLaVITInputError,
+    VideoLaVITModel,
+    VideoLaVITModelOutputWithPast,
     VideoLaVITTokenRangeLogitsProcessor,
+    VideoLaVITVideoFeaturesOutput,
     VideoLaVITVideoTokensOutput,
     VideoLaVITVocabularyMapping,
     pretraining_text,
@@ -57,6 +60,7 @@ def _register_auto_classes() -> None:
     AutoModelForCausalLM.register(VideoLaVITConfig, VideoLaVITForCausalLM, exist_ok=True)
     for auto_class in UNDERSTANDING_AUTO_CLASSES:
         getattr(transformers, auto_class).register(VideoLaVITConfig, VideoLaVITForCausalLM, exist_ok=True)
+    AutoModel.register(VideoLaVITConfig, VideoLaVITModel, exist_ok=True)
     AutoModel.register(VideoLaVITMotionTokenizerConfig, VideoLaVITMotionTokenizer, exist_ok=True)
     AutoModel.register(VideoLaVITVisualTokenizerConfig, VideoLaVITVisualTokenizer, exist_ok=True)
     AutoProcessor.register(VideoLaVITConfig, VideoLaVITProcessor, exist_ok=True)

@@ -150,7 +150,7 @@ def test_sft_lora_train_save_load_merge(sft, checkpoint, processor, video_path, 
 
     # only LoRA matrices of the language model were trained
     trainable = [name for name, parameter in trainer.model.named_parameters() if parameter.requires_grad]
-    assert trainable and all("lora_" in name and ".model.layers." in name for name in trainable)
+    assert trainable and all("lora_" in name and ".model.language_model.layers." in name for name in trainable)
     assert not any("tokenizer" in name for name in trainable)
     assert (output_dir / "adapter_config.json").is_file() and (
         output_dir / "adapter_model.safetensors"

@@ -79,6 +79,73 @@ def test_it_loads_with_the_auto_classes_and_both_pipelines():
     assert len(result["frames"]) == 24 and result["frames"][0].size == (64, 64)
 
 
+# Runs through `run_without_project` on a copy of the shipped folder with the current code: one line of JSON,
+# a digest of every weight (name -> sha256 of its bytes) and the logits of a fixed prompt.
+REMOTE_DIGEST_SCRIPT = """
+import hashlib
+import json
+import sys
+
+import torch
+from transformers import AutoModelForCausalLM
+
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+with torch.no_grad():
+    logits = model(input_ids=torch.tensor([[1, 20, 30, 40]])).logits
+digests = {name: hashlib.sha256(t.numpy().tobytes()).hexdigest() for name, t in model.state_dict().items()}
+print(json.dumps({"module": type(model).__module__, "base": type(model.model).__name__, "digests": digests,
+                  "logits": logits.flatten().tolist()}))
+"""
+
+
+def test_its_weights_saved_before_the_base_model_load_unchanged():
+    import re
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    saved = load_file(MODEL / "model.safetensors")
+    model, info = AutoModelForCausalLM.from_pretrained(MODEL, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert type(model.model).__name__ == "VideoLaVITModel"
+    ours = model.state_dict()
+    assert len(saved) == len(ours)
+    for name, tensor in saved.items():
+        for pattern, replacement in type(model)._checkpoint_conversion_mapping.items():
+            name = re.sub(pattern, replacement, name)
+        assert torch.equal(ours[name], tensor), name
+
+
+def test_its_weights_load_unchanged_with_the_current_code_as_remote_code(tmp_path, run_without_project):
+    import hashlib
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "video-lavit-shapes"
+    folder.mkdir()
+    source = PROJECT_ROOT / "src" / "transformers_vlavit"
+    for path in MODEL.iterdir():
+        if path.name == "model.safetensors":
+            (folder / path.name).symlink_to(path)  # the shipped weights as they are
+        elif path.is_file():
+            shutil.copy(source / path.name if path.suffix == ".py" else path, folder / path.name)
+    result = run_without_project(REMOTE_DIGEST_SCRIPT, folder)
+    assert result.returncode == 0, result.stderr[-4000:]
+    remote = json.loads(result.stdout.strip().splitlines()[-1])
+    assert remote["module"].startswith("transformers_modules") and remote["base"] == "VideoLaVITModel"
+
+    model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
+    state = model.state_dict()
+    digests = {name: hashlib.sha256(tensor.numpy().tobytes()).hexdigest() for name, tensor in state.items()}
+    assert remote["digests"] == digests
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[1, 20, 30, 40]])).logits
+    assert remote["logits"] == logits.flatten().tolist()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="issue 10: not reached yet; measured on these 20 videos (2026-12-02): colour 90%, shape 15%, "

@@ -21,9 +21,8 @@ from transformers_vlavit.modeling_visual_tokenizer import VideoLaVITVisualTokeni
 
 def original_llama_names(model: VideoLaVITForCausalLM) -> dict[str, torch.Tensor]:
     """What a transformers-4.33 LlamaForCausalLM checkpoint of the same size holds (with rotary buffers)."""
-    original = {
-        name: tensor for name, tensor in model.state_dict().items() if name.startswith(("model.", "lm_head."))
-    }
+    original = {f"model.{name}": tensor for name, tensor in model.model.language_model.state_dict().items()}
+    original["lm_head.weight"] = model.lm_head.weight
     head_dim = model.config.text_config.head_dim
     for layer in range(model.config.text_config.num_hidden_layers):
         original[f"model.layers.{layer}.self_attn.rotary_emb.inv_freq"] = torch.ones(
@@ -52,19 +51,22 @@ def golden_config(
     )
 
 
-def test_llama_names_map_unchanged_and_rotary_buffers_are_dropped():
+def test_llama_names_map_under_the_base_model_and_rotary_buffers_are_dropped():
     torch.manual_seed(0)
     model = VideoLaVITForCausalLM(VideoLaVITConfig.tiny())
-    original = {
-        name: tensor.clone()
-        for name, tensor in model.state_dict().items()
-        if name.startswith(("model.", "lm_head."))
-    }
-    original["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)
+    original = {name: tensor.clone() for name, tensor in original_llama_names(model).items()}
+    rotary = {name for name in original if name.endswith("self_attn.rotary_emb.inv_freq")}
+    assert "model.layers.0.self_attn.rotary_emb.inv_freq" in rotary
     converted = convert_language_model_state_dict(original)
-    assert "model.layers.0.self_attn.rotary_emb.inv_freq" not in converted
-    assert set(converted) == set(original) - {"model.layers.0.self_attn.rotary_emb.inv_freq"}
-    assert all(torch.equal(converted[name], original[name]) for name in converted)
+    # the backbone moves under the base model (`model.language_model.`), the LM head keeps its name
+    ours = {
+        f"model.language_model.{name.removeprefix('model.')}" if name.startswith("model.") else name: name
+        for name in set(original) - rotary
+    }
+    assert set(converted) == set(ours)
+    llama_part = {n for n in model.state_dict() if n.startswith(("model.language_model.", "lm_head."))}
+    assert set(converted) == llama_part
+    assert all(torch.equal(converted[name], original[ours[name]]) for name in converted)
     assert "model.layers.*.self_attn.rotary_emb.inv_freq" in DROPPED_KEYS
     with pytest.raises(UnknownLanguageModelWeightError, match="model.extra_projection.weight"):
         convert_language_model_state_dict({**original, "model.extra_projection.weight": torch.ones(1)})

@@ -2,10 +2,11 @@
 
 The released ``language_model/`` (generation) and ``language_model_sft/`` (understanding) folders hold
 a transformers-4.33 ``LlamaForCausalLM`` state dict: ``model.embed_tokens``, ``model.layers.<i>.*``,
-``model.norm``, ``lm_head``, which keep their names here (our backbone is transformers' ``LlamaModel``
-under ``model.``). The SFT model also stores both tokenizers inside the backbone, as
-``model.visual_tokenizer.*`` and ``model.motion_tokenizer.*``; they move to our top-level
-``visual_tokenizer.*`` / ``motion_tokenizer.*`` through the tokenizers' own converters. The
+``model.norm``, ``lm_head``. Our backbone is transformers' ``LlamaModel`` as the base model's
+``language_model``, so ``model.<name>`` becomes ``model.language_model.<name>``; ``lm_head`` keeps its name.
+The SFT model also stores both tokenizers inside the backbone, as ``model.visual_tokenizer.*`` and
+``model.motion_tokenizer.*``; they go through the tokenizers' own converters to the base model's
+``model.visual_tokenizer.*`` / ``model.motion_tokenizer.*`` (same prefixes, our names after them). The
 generation model has no tokenizer weights: pass the visual tokenizer's files
 (``combine_released_visual_tokenizer_state_dicts``) and ``motion_tokenizer.bin`` to
 :func:`convert_video_lavit_state_dict`.
@@ -23,8 +24,13 @@ from .motion_tokenizer import convert_motion_tokenizer_state_dict
 from .visual_tokenizer import DROPPED_KEYS as VISUAL_TOKENIZER_DROPPED_KEYS
 from .visual_tokenizer import convert_visual_tokenizer_state_dict
 
+# where the released checkpoint keeps things
 VISUAL_TOKENIZER_PREFIX = "model.visual_tokenizer."
 MOTION_TOKENIZER_PREFIX = "model.motion_tokenizer."
+# where VideoLaVITForCausalLM keeps them: the backbone and both tokenizers in its base model (`model.`)
+OUR_LANGUAGE_MODEL_PREFIX = "model.language_model."
+OUR_VISUAL_TOKENIZER_PREFIX = "model.visual_tokenizer."
+OUR_MOTION_TOKENIZER_PREFIX = "model.motion_tokenizer."
 
 # original name or fnmatch pattern -> why it is left out
 DROPPED_KEYS: dict[str, str] = {
@@ -36,8 +42,9 @@ DROPPED_KEYS: dict[str, str] = {
     **{f"{MOTION_TOKENIZER_PREFIX}{name}": reason for name, reason in MOTION_TOKENIZER_DROPPED_KEYS.items()},
 }
 
-# names of LlamaForCausalLM that are ours unchanged
-_LLAMA_PATTERNS = ("model.embed_tokens.weight", "model.layers.*", "model.norm.weight", "lm_head.weight")
+# names of LlamaForCausalLM's backbone (under `model.`) and of its head, which keeps its name
+_LLAMA_BACKBONE_PATTERNS = ("model.embed_tokens.weight", "model.layers.*", "model.norm.weight")
+_LLAMA_HEAD = "lm_head.weight"
 
 
 class UnknownLanguageModelWeightError(KeyError):
@@ -61,8 +68,9 @@ def convert_language_model_state_dict(
             regroups into stages. Defaults to the released size.
 
     Returns:
-        A state dict for ``VideoLaVITForCausalLM``: Llama names unchanged, tokenizer tensors under
-        ``visual_tokenizer.`` / ``motion_tokenizer.``, ``DROPPED_KEYS`` left out.
+        A state dict for ``VideoLaVITForCausalLM``: the backbone under ``model.language_model.``, ``lm_head``
+        as it is, tokenizer tensors under ``model.visual_tokenizer.`` / ``model.motion_tokenizer.``,
+        ``DROPPED_KEYS`` left out.
 
     Raises:
         UnknownLanguageModelWeightError: for a name that is neither converted nor listed in ``DROPPED_KEYS``.
@@ -77,7 +85,9 @@ def convert_language_model_state_dict(
             motion[name.removeprefix(MOTION_TOKENIZER_PREFIX)] = tensor
         elif _is_dropped(name):
             continue
-        elif any(fnmatch.fnmatchcase(name, pattern) for pattern in _LLAMA_PATTERNS):
+        elif any(fnmatch.fnmatchcase(name, pattern) for pattern in _LLAMA_BACKBONE_PATTERNS):
+            converted[OUR_LANGUAGE_MODEL_PREFIX + name.removeprefix("model.")] = tensor
+        elif name == _LLAMA_HEAD:
             converted[name] = tensor
         else:
             raise UnknownLanguageModelWeightError(
@@ -85,10 +95,10 @@ def convert_language_model_state_dict(
                 "check that the state dict comes from language_model/ or language_model_sft/."
             )
     if visual:
-        converted.update(_prefixed("visual_tokenizer.", convert_visual_tokenizer_state_dict(visual)))
+        converted.update(_prefixed(OUR_VISUAL_TOKENIZER_PREFIX, convert_visual_tokenizer_state_dict(visual)))
     if motion:
         converted.update(
-            _prefixed("motion_tokenizer.", convert_motion_tokenizer_state_dict(motion, motion_config))
+            _prefixed(OUR_MOTION_TOKENIZER_PREFIX, convert_motion_tokenizer_state_dict(motion, motion_config))
         )
     return converted
 
@@ -131,11 +141,11 @@ def convert_video_lavit_state_dict(
     llama = {n: t for n, t in language_model_state_dict.items() if not n.startswith(tokenizer_prefixes)}
     converted = convert_language_model_state_dict(llama, config)
     if visual:
-        converted.update(_prefixed("visual_tokenizer.", convert_visual_tokenizer_state_dict(visual)))
+        converted.update(_prefixed(OUR_VISUAL_TOKENIZER_PREFIX, convert_visual_tokenizer_state_dict(visual)))
     if motion:
         motion_config = config.motion_tokenizer_config if config is not None else None
         converted.update(
-            _prefixed("motion_tokenizer.", convert_motion_tokenizer_state_dict(motion, motion_config))
+            _prefixed(OUR_MOTION_TOKENIZER_PREFIX, convert_motion_tokenizer_state_dict(motion, motion_config))
         )
     return converted
 
