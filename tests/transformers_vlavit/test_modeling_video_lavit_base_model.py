@@ -25,24 +25,6 @@ OLD_LAYOUT = (
 )
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return VideoLaVITForCausalLM(VideoLaVITConfig.tiny()).eval()
-
-
-@pytest.fixture(scope="module")
-def media():
-    """One image, and one video of two clips (random keyframes and motion)."""
-    generator = torch.Generator().manual_seed(1)
-    return {
-        "pixel_values": torch.randn(1, 3, 224, 224, generator=generator),
-        "pixel_values_videos": torch.randn(2, 3, 224, 224, generator=generator),
-        "motion_vectors": torch.randn(2, 2, 24, 20, 36, generator=generator),
-        "clips_per_video": torch.tensor([2]),
-    }
-
-
 def batch(config: VideoLaVITConfig) -> dict[str, torch.Tensor]:
     """Two left-padded rows: video + text, and text + image + text."""
     image, video = config.image_token_id, config.video_token_id
