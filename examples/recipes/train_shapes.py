@@ -196,14 +196,20 @@ def accelerate_device(recipe: Recipe) -> list[str]:
     return ["--cpu"] if recipe.device == "cpu" else []
 
 
-def stage_vae(recipe: Recipe, kind: str) -> None:
-    stage = f"vae_{kind}"
+def stage_vae(recipe: Recipe, kind: str, refine: bool = False) -> None:
+    """A new autoencoder from its config (`vae_<kind>`), or with `refine` the trained one trained further on
+    its own schedule and a new data order, seed + 1 (`vae_<kind>_refine`)."""
+    first = f"vae_{kind}"
+    stage = f"{first}_refine" if refine else first
+    start = (
+        ["--model_name_or_path", str(recipe.path(first))] if refine else ["--config", str(CONFIGS / f"{first}.json")]
+    )
     run(recipe, stage, script("examples/train_autoencoder.py") + [
-        "--kind", kind, "--config", str(CONFIGS / f"{stage}.json"),
-        "--videos", str(recipe.world / "videos" / "train"),
+        "--kind", kind, *start, "--videos", str(recipe.world / "videos" / "train"),
         "--validation-videos", str(recipe.world / "videos" / "validation"),
         "--resolution", str(recipe.settings["world"]["size"]), "--output-dir", str(recipe.path(stage)),
-        "--seed", str(recipe.seed), "--resume-from-checkpoint", "latest", *options(recipe.settings[stage], dashed=True),
+        "--seed", str(recipe.seed + int(refine)), "--resume-from-checkpoint", "latest",
+        *options(recipe.settings[stage], dashed=True),
     ])
 
 
@@ -296,18 +302,6 @@ def stage_sft(recipe: Recipe) -> None:
     ])
 
 
-def stage_vae_image_refine(recipe: Recipe) -> None:
-    """The image VAE trained further from `vae_image` (its own schedule, a new data order: seed + 1)."""
-    run(recipe, "vae_image_refine", script("examples/train_autoencoder.py") + [
-        "--kind", "image", "--model_name_or_path", str(recipe.path("vae_image")),
-        "--videos", str(recipe.world / "videos" / "train"),
-        "--validation-videos", str(recipe.world / "videos" / "validation"),
-        "--resolution", str(recipe.settings["world"]["size"]), "--output-dir", str(recipe.path("vae_image_refine")),
-        "--seed", str(recipe.seed + 1), "--resume-from-checkpoint", "latest",
-        *options(recipe.settings["vae_image_refine"], dashed=True),
-    ])
-
-
 def stage_keyframe_detokenizer_refine(recipe: Recipe) -> None:
     """The trained keyframe detokenizer, its VAE replaced by the refined one, trained further on that VAE."""
     start = recipe.path("keyframe_detokenizer_refine_start")
@@ -387,7 +381,7 @@ RUNNERS = {
     "install_detokenizers": stage_install_detokenizers,
     "pretrain": stage_pretrain,
     "sft": stage_sft,
-    "vae_image_refine": stage_vae_image_refine,
+    "vae_image_refine": lambda recipe: stage_vae(recipe, "image", refine=True),
     "keyframe_detokenizer_refine": stage_keyframe_detokenizer_refine,
     "package": stage_package,
     "evaluate": stage_evaluate,
