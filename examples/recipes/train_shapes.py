@@ -201,9 +201,10 @@ def stage_vae(recipe: Recipe, kind: str, refine: bool = False) -> None:
     its own schedule and a new data order, seed + 1 (`vae_<kind>_refine`)."""
     first = f"vae_{kind}"
     stage = f"{first}_refine" if refine else first
-    start = (
-        ["--model_name_or_path", str(recipe.path(first))] if refine else ["--config", str(CONFIGS / f"{first}.json")]
-    )
+    if refine:
+        start = ["--model_name_or_path", str(recipe.path(first))]
+    else:
+        start = ["--config", str(CONFIGS / f"{first}.json")]
     run(recipe, stage, script("examples/train_autoencoder.py") + [
         "--kind", kind, *start, "--videos", str(recipe.world / "videos" / "train"),
         "--validation-videos", str(recipe.world / "videos" / "validation"),
