@@ -19,6 +19,8 @@ text tokenizer trained on `--text-corpus`, into the layout every other script an
     keyframe_unet      `UNet2DConditionModel` config (cross-attention and added-embedding widths are derived)
     motion_encoder     `MotionConditionEncoder` arguments
     video_unet         `UNetSpatioTemporalMotionModel` config (cross-attention width and frames are derived)
+    generation         optional defaults of the language model's `generation_config` (for example
+                       `min_keyframe_tokens`, the fewest codes a generated keyframe may have)
 (see `examples/configs/shapes/model.json`). Text corpus files: `.txt` (one text per line), `.csv` / `.jsonl` /
 `.json` (every string in a `caption`, `question`, `answer`, `value` or `prompt` field).
 
@@ -154,6 +156,7 @@ def build_language_model(
         bos_token_id=model_config.text_config.bos_token_id,
         eos_token_id=model_config.text_config.eos_token_id,
         pad_token_id=model_config.text_config.pad_token_id,
+        **config.get("generation", {}),
     )
     return model
 

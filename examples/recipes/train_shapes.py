@@ -20,13 +20,16 @@ files in that folder, in this order:
     vae_image_refine      examples/train_autoencoder.py            the image VAE trained further (lower rate)
     keyframe_detokenizer_refine                                    the keyframe detokenizer trained further on it
                           examples/train_keyframe_detokenizer.py
+    vae_video_refine      examples/train_autoencoder.py            the video VAE trained further (L2 loss)
+    video_detokenizer_refine                                       the video detokenizer trained further on it
+                          examples/train_video_detokenizer.py
     package               (here)                                   the final folder (``--out``), refined parts in
     evaluate              vlavit evaluate shapes-qa/-t2v/-i2v, reconstruction (and QA before SFT)
     card                  (here)                                   the model card with the measured figures
 
-The two refine stages come after the language model because nothing it learned depends on them: the keyframe
-VAE and U-Net only turn visual codes into pixels. They continue the first schedules of those parts where these
-were found to be the bottleneck of generation (see the README's Video-LaVIT-Shapes section).
+The refine stages come after the language model because nothing it learned depends on them: the VAEs and
+U-Nets only turn visual and motion codes into pixels. They continue the first schedules of those parts where
+these were found to be the bottleneck of generation (see the README's Video-LaVIT-Shapes section).
 
 Seeds are fixed. A stage whose output is complete is skipped, so an interrupted recipe resumes where it stopped
 (``--force STAGE`` reruns one; long stages also resume from their own checkpoints). Each stage's wall time, its
@@ -72,6 +75,8 @@ STAGES = (
     "sft",
     "vae_image_refine",
     "keyframe_detokenizer_refine",
+    "vae_video_refine",
+    "video_detokenizer_refine",
     "package",
     "evaluate",
     "card",
@@ -303,32 +308,40 @@ def stage_sft(recipe: Recipe) -> None:
     ])
 
 
-def stage_keyframe_detokenizer_refine(recipe: Recipe) -> None:
-    """The trained keyframe detokenizer, its VAE replaced by the refined one, trained further on that VAE."""
-    start = recipe.path("keyframe_detokenizer_refine_start")
+def stage_detokenizer_refine(recipe: Recipe, kind: str) -> None:
+    """The trained `kind` detokenizer, its VAE replaced by the refined one, trained further on that VAE."""
+    first = f"{kind}_detokenizer"
+    stage = f"{first}_refine"
+    vae = recipe.path("vae_image_refine" if kind == KEYFRAME_FOLDER else "vae_video_refine")
+    start = recipe.path(f"{stage}_start")
     if start.exists():
         shutil.rmtree(start)
-    shutil.copytree(recipe.path("keyframe_detokenizer"), start, ignore=CHECKPOINT_FILES)
+    shutil.copytree(recipe.path(first), start, ignore=CHECKPOINT_FILES)
     shutil.rmtree(start / VAE_FOLDER)
-    shutil.copytree(recipe.path("vae_image_refine"), start / VAE_FOLDER, ignore=CHECKPOINT_FILES)
-    run(recipe, "keyframe_detokenizer_refine", script("examples/train_keyframe_detokenizer.py") + [
-        "--pipeline", str(start), "--dataset", str(recipe.path("data", "video_text")),
-        "--resolution", str(recipe.settings["world"]["size"]),
-        "--output_dir", str(recipe.path("keyframe_detokenizer_refine")), "--seed", str(recipe.seed + 1),
-        "--resume_from_checkpoint", "latest", *options(recipe.settings["keyframe_detokenizer_refine"]),
+    shutil.copytree(vae, start / VAE_FOLDER, ignore=CHECKPOINT_FILES)
+    data = (
+        ["--dataset", str(recipe.path("data", "video_text"))]
+        if kind == KEYFRAME_FOLDER
+        else ["--videos", str(recipe.world / "videos" / "train")]
+    )
+    run(recipe, stage, script(f"examples/train_{first}.py") + [
+        "--pipeline", str(start), *data, "--resolution", str(recipe.settings["world"]["size"]),
+        "--output_dir", str(recipe.path(stage)), "--seed", str(recipe.seed + 1),
+        "--resume_from_checkpoint", "latest", *options(recipe.settings[stage]),
     ])
 
 
 def stage_package(recipe: Recipe) -> None:
     """Copy the merged model (root: LLM + tokenizers + processor; `detokenizer/`) to `--out`, with the refined
-    keyframe detokenizer in place of the first one."""
+    keyframe and video detokenizers in place of the first ones."""
     source = recipe.path("sft_merged")
     if recipe.out.exists():
         shutil.rmtree(recipe.out)
     shutil.copytree(source, recipe.out, ignore=shutil.ignore_patterns("checkpoint-*", "training_args.bin"))
-    keyframe = recipe.out / DETOKENIZER_FOLDER / KEYFRAME_FOLDER
-    shutil.rmtree(keyframe)
-    shutil.copytree(recipe.path("keyframe_detokenizer_refine"), keyframe, ignore=CHECKPOINT_FILES)
+    for kind in (KEYFRAME_FOLDER, VIDEO_FOLDER):
+        target = recipe.out / DETOKENIZER_FOLDER / kind
+        shutil.rmtree(target)
+        shutil.copytree(recipe.path(f"{kind}_detokenizer_refine"), target, ignore=CHECKPOINT_FILES)
 
 
 def stage_evaluate(recipe: Recipe) -> None:
@@ -383,7 +396,9 @@ RUNNERS = {
     "pretrain": stage_pretrain,
     "sft": stage_sft,
     "vae_image_refine": lambda recipe: stage_vae(recipe, "image", refine=True),
-    "keyframe_detokenizer_refine": stage_keyframe_detokenizer_refine,
+    "keyframe_detokenizer_refine": lambda recipe: stage_detokenizer_refine(recipe, KEYFRAME_FOLDER),
+    "vae_video_refine": lambda recipe: stage_vae(recipe, "video", refine=True),
+    "video_detokenizer_refine": lambda recipe: stage_detokenizer_refine(recipe, VIDEO_FOLDER),
     "package": stage_package,
     "evaluate": stage_evaluate,
     "card": stage_card,

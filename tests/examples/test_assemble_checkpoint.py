@@ -33,6 +33,7 @@ MODEL = {
                    "up_block_types": ["UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"],
                    "block_out_channels": [32, 32], "layers_per_block": 1, "num_attention_heads": [2, 2],
                    "addition_time_embed_dim": 8},
+    "generation": {"min_keyframe_tokens": 2},
 }
 
 
@@ -81,6 +82,8 @@ def test_assembled_checkpoint_loads_everywhere_with_the_trained_parts(scripts, p
     assert model.visual_tokenizer.vit_proj.out_features == 32
     assert model.config.vocab_size == 300 + 2 + 64 + 2 + 32
     assert processor.tokenizer.convert_tokens_to_ids("<|motion_start|>") == model.config.motion_start_token_id
+    # the config's generation defaults travel in generation_config.json
+    assert model.generation_config.min_keyframe_tokens == 2
 
     keyframe = DiffusionPipeline.from_pretrained(out / "detokenizer" / "keyframe", trust_remote_code=True)
     video = DiffusionPipeline.from_pretrained(out / "detokenizer" / "video", trust_remote_code=True)

@@ -26,6 +26,8 @@ STAGES_WITH_OUTPUT = {
     "sft": "sft_merged/config.json",
     "vae_image_refine": "vae_image_refine/config.json",
     "keyframe_detokenizer_refine": "keyframe_detokenizer_refine/model_index.json",
+    "vae_video_refine": "vae_video_refine/config.json",
+    "video_detokenizer_refine": "video_detokenizer_refine/model_index.json",
     "evaluate": "evaluation/qa/metrics.json",
 }
 
@@ -63,18 +65,19 @@ def test_recipe_runs_every_stage_and_writes_a_loadable_model_with_a_card(smoke_r
     assert (model / "detokenizer" / "keyframe" / "model_index.json").exists()
     assert (model / "detokenizer" / "video" / "model_index.json").exists()
     assert not list(model.rglob("*.bin")) and not list(model.rglob("*.pt"))
-    # the package holds the refined keyframe detokenizer, on the refined VAE
+    # the package holds the refined keyframe and video detokenizers, each on its refined VAE
 
     def same_file(a, b):
         return a.read_bytes() == b.read_bytes()
 
-    keyframe = model / "detokenizer" / "keyframe"
-    vae_weights = "diffusion_pytorch_model.safetensors"
-    assert same_file(keyframe / "vae" / vae_weights, work / "vae_image_refine" / vae_weights)
-    assert not same_file(keyframe / "vae" / vae_weights, work / "vae_image" / vae_weights)
-    unet_weights = keyframe / "unet" / vae_weights
-    assert same_file(unet_weights, work / "keyframe_detokenizer_refine" / "unet" / vae_weights)
-    assert not same_file(unet_weights, work / "keyframe_detokenizer" / "unet" / vae_weights)
+    weights = "diffusion_pytorch_model.safetensors"
+    for kind, vae in (("keyframe", "vae_image"), ("video", "vae_video")):
+        folder = model / "detokenizer" / kind
+        assert same_file(folder / "vae" / weights, work / f"{vae}_refine" / weights), kind
+        assert not same_file(folder / "vae" / weights, work / vae / weights), kind
+        unet_weights = folder / "unet" / weights
+        assert same_file(unet_weights, work / f"{kind}_detokenizer_refine" / "unet" / weights), kind
+        assert not same_file(unet_weights, work / f"{kind}_detokenizer" / "unet" / weights), kind
 
     card = (model / "README.md").read_text()
     assert card.startswith("---\n") and "pipeline_tag: text-to-video" in card

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from transformers import GenerationConfig
 
 from transformers_vlavit.configuration_video_lavit import VideoLaVITConfig
 from transformers_vlavit.modeling_video_lavit import (
@@ -283,3 +284,40 @@ def test_a_flat_black_image_gets_one_visual_token_for_understanding_and_generati
     )
     assert video.keyframe_ids[0][0].numel() == 1
     check_clip_structure(model.config, video.sequences[0], 2, video.keyframe_ids[0], video.motion_ids[0])
+
+
+def test_keyframe_minimum_comes_from_the_argument_then_the_generation_config_then_20(model, tmp_path):
+    config = model.config
+    image_end = config.image_end_token_id
+    model = copy.deepcopy(model)
+    # [image_end] far above every other logit: each keyframe closes as soon as the minimum allows it
+    model.lm_head.register_forward_hook(lambda module, inputs, logits: logits.index_add(
+        -1, torch.tensor([image_end]), torch.full((*logits.shape[:-1], 1), 1e4)
+    ))
+
+    def keyframe_lengths(**kwargs) -> list[int]:
+        output = model.generate_video_tokens(
+            input_ids=torch.tensor([[30, 31], [40, 41]]), num_clips=2, do_sample=False,
+            max_keyframe_tokens=30, keyframe_guidance_scale=1.0, motion_guidance_scale=1.0, **kwargs,
+        )
+        return sorted({len(codes) for row in output.keyframe_ids for codes in row})
+
+    assert keyframe_lengths() == [20]  # nothing set: the reference's rule
+    # a generation config of its own (one derived from the model config drops unknown keys when loaded)
+    text = config.text_config
+    model.generation_config = GenerationConfig(
+        bos_token_id=text.bos_token_id, eos_token_id=text.eos_token_id, pad_token_id=text.pad_token_id,
+        min_keyframe_tokens=3,
+    )
+    assert keyframe_lengths() == [3]
+    assert keyframe_lengths(min_keyframe_tokens=5) == [5]  # the argument wins
+    assert keyframe_lengths(min_keyframe_tokens=0) == [0]
+    model.save_pretrained(tmp_path)
+    reloaded = VideoLaVITForCausalLM.from_pretrained(tmp_path)
+    assert reloaded.generation_config.min_keyframe_tokens == 3
+    for bad in (-1, 2.5, True):
+        model.generation_config.min_keyframe_tokens = bad
+        with pytest.raises(VideoLaVITInputError, match="generation_config.min_keyframe_tokens"):
+            keyframe_lengths()
+    with pytest.raises(VideoLaVITInputError, match="^min_keyframe_tokens"):
+        keyframe_lengths(min_keyframe_tokens=-2)

@@ -258,5 +258,8 @@ def test_end_to_end_generation_runs_with_the_originals_settings(text_to_video, m
         "top_k": 200,
         "top_p": 1.0,
         "temperature": 1.0,
-        "min_keyframe_tokens": 20,
+        "min_keyframe_tokens": None,
     }
+    # None: the checkpoint's generation_config.min_keyframe_tokens, else the reference's 20
+    assert getattr(pipe.language_model.generation_config, "min_keyframe_tokens", None) is None
+    assert pipe.language_model._min_keyframe_tokens(None) == 20
