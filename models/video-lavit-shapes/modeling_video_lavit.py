@@ -40,6 +40,10 @@ UNDERSTANDING_AUTO_CLASSES = ("AutoModelForImageTextToText", "AutoModelForMultim
 
 IGNORE_INDEX = -100
 
+# the reference's minimum of keyframe codes before `[image_end]`, set for its 256-patch visual tokenizer; a
+# checkpoint whose tokenizer keeps fewer codes overrides it with `generation_config.min_keyframe_tokens`
+DEFAULT_MIN_KEYFRAME_TOKENS = 20
+
 
 class VideoLaVITInputError(ValueError):
     """The placeholders of `input_ids` do not match the images/videos given with them."""
@@ -1179,7 +1183,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         top_p: float = 1.0,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
-        min_keyframe_tokens: int = 20,
+        min_keyframe_tokens: int | None = None,
         max_keyframe_tokens: int | None = None,
     ) -> VideoLaVITVideoTokensOutput:
         """
@@ -1219,7 +1223,10 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
                 `do_sample` after a keyframe given as `pixel_values`.
             top_k (`int`), top_p (`float`), temperature (`float`): sampling warpers.
             generator (`torch.Generator`, *optional*): random source of the sampling, for reproducibility.
-            min_keyframe_tokens (`int`): `[image_end]` is forbidden before this many keyframe codes.
+            min_keyframe_tokens (`int`, *optional*): `[image_end]` is forbidden before this many keyframe
+                codes. Default: the checkpoint's `generation_config.min_keyframe_tokens` when it sets one,
+                else 20, the reference's rule for its 256-patch tokenizer (a checkpoint whose tokenizer
+                keeps fewer codes per image, such as Video-LaVIT-Shapes, stores its own minimum there).
             max_keyframe_tokens (`int`, *optional*): keyframes are closed after this many codes
                 (default: the visual tokenizer's patch count).
 
@@ -1238,7 +1245,7 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
                 "pass no negative prompt (the unconditional branch then starts at the phase's start token)."
             )
         max_keyframe_tokens = max_keyframe_tokens or config.visual_tokenizer_config.num_patches
-        min_keyframe_tokens = min(min_keyframe_tokens, max_keyframe_tokens)
+        min_keyframe_tokens = min(self._min_keyframe_tokens(min_keyframe_tokens), max_keyframe_tokens)
         sampling = {"warpers": _sampling_warpers(temperature, top_k, top_p), "generator": generator}
         keyframe_rules = self._keyframe_rules(min_keyframe_tokens, device)
         motion_rules = self._motion_rules()
@@ -1306,6 +1313,18 @@ class VideoLaVITForCausalLM(VideoLaVITPreTrainedModel, GenerationMixin):
         return VideoLaVITVideoTokensOutput(
             keyframe_ids=keyframe_ids, motion_ids=torch.stack(motion_ids, dim=1), sequences=sequences
         )
+
+    def _min_keyframe_tokens(self, value: int | None) -> int:
+        """The keyframe minimum to use: `value`, else `generation_config.min_keyframe_tokens`, else 20."""
+        source = "min_keyframe_tokens"
+        if value is None:
+            value = getattr(self.generation_config, "min_keyframe_tokens", None)
+            source = "generation_config.min_keyframe_tokens"
+        if value is None:
+            return DEFAULT_MIN_KEYFRAME_TOKENS
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise VideoLaVITInputError(f"{source} must be a non-negative integer, got {value!r}")
+        return value
 
     def _keyframe_rules(self, min_keyframe_tokens: int, device: torch.device) -> LogitsProcessorList:
         """What a keyframe phase may sample: visual codes and `[image_end]`, the latter only after

@@ -84,6 +84,7 @@ _DECOMPOSITION_KWARGS = (
     "decoder_threads",
     "encoder_threads",
     "overlap",
+    "skip_unused_frames",
 )
 # model-loading options that `pipeline()` forwards to `AutoProcessor.from_pretrained` along with the model's;
 # they are no processor settings, and the tokenizer would otherwise keep them and write them to its config
@@ -133,6 +134,8 @@ class VideoLaVITVideosKwargs(VideosKwargs, total=False):
         Threads of the MPEG-4 encoder; more is faster but changes the motion vectors.
     overlap (`bool`, *optional*, defaults to `True`):
         Encode in a second thread while the source is decoded (same results).
+    skip_unused_frames (`bool`, *optional*, defaults to `True`):
+        Leave undecoded the unreferenced source frames the 6 fps resampling drops (same results).
     """
 
     transcode: bool
@@ -142,6 +145,7 @@ class VideoLaVITVideosKwargs(VideosKwargs, total=False):
     decoder_threads: int
     encoder_threads: int
     overlap: bool
+    skip_unused_frames: bool
 
 
 class VideoLaVITProcessorKwargs(ProcessingKwargs, total=False):
@@ -239,7 +243,8 @@ class VideoLaVITProcessor(ProcessorMixin):
                 `pad_to_multiple_of`, `add_special_tokens`, `return_attention_mask`,
                 `return_offsets_mapping`), image processor arguments, decomposition arguments
                 (`transcode`, `fps`, `clip_frames`, `max_clips`, `bit_rate`, `decoder_threads`,
-                `encoder_threads`, `overlap`; see `decompose_video`) and `return_tensors`.
+                `encoder_threads`, `overlap`, `skip_unused_frames`; see `decompose_video`) and
+                `return_tensors`.
 
         Returns:
             [`BatchFeature`] with, where they apply:

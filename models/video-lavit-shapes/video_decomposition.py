@@ -6,7 +6,10 @@ to MPEG-4 Part 2 at 6 fps and reads the vectors with mvextractor; here PyAV does
 
 1. (``transcode=True``) decode the source, apply its display rotation, resample it to 6 fps on
    timestamps with FFmpeg's own ``fps`` filter and encode MPEG-4 Part 2 (8000 kb/s, GOP 12, no
-   B-frames). Encoding runs in a second thread, overlapping decoding.
+   B-frames). Encoding runs in a second thread, overlapping decoding. The 6 fps output takes one
+   source frame in 4-10: a first pass over the packets (no decoding) runs the same ``fps`` filter on
+   their timestamps, and the decoder skips the non-reference frames it will not take
+   (``skip_unused_frames``, checked and bit-identical to decoding them all).
 2. decode that MPEG-4 stream with ``flags2=+export_mvs``; every frame's vectors are reduced at
    once to its 16 x 16 block grid (a scatter-max, equal to the original's full-resolution map
    followed by 16 x 16 max-pooling). The grids and the I-frame packets go to spooled temporary
@@ -73,6 +76,15 @@ _SPOOL_MEMORY_BYTES = 16 * 1024 * 1024
 _NON_VIDEO_FORMATS = {"tty"}
 # Marks the end of the frames handed to the encoding thread.
 _END = object()
+# Decoders whose skip_frame="NONREF" drops only pictures that no other picture refers to: H.264
+# (nal_ref_idc 0), MPEG-1/2 and MPEG-4 Part 2 / H.263 (B-pictures). HEVC drops "sub-layer non-reference"
+# pictures, which a higher temporal sub-layer may still refer to: only single-layer streams qualify.
+_NONREF_SAFE_CODECS = frozenset({"h264", "mpeg1video", "mpeg2video", "mpeg4", "h263"})
+# Those whose only non-reference pictures are B-pictures: without reordered packets there is nothing to skip.
+_B_PICTURES_ONLY_CODECS = frozenset({"mpeg1video", "mpeg2video", "mpeg4", "h263"})
+_HEVC_SPS_NAL_TYPE = 33
+# Bytes of a frame's position carried through the planning fps filter (pixels of an 8 x 1 grey frame).
+_PLAN_FRAME_BYTES = 8
 _PICTURE_TYPE_CHAR = {
     PictureType.I: "I",
     PictureType.P: "P",
@@ -111,6 +123,8 @@ class VideoDecomposition:
         frame_types: picture type of every decoded MPEG-4 frame (``"IPPP..."``).
         fps: frame rate of the decoded MPEG-4 stream.
         frame_size: ``(height, width)`` of the decoded MPEG-4 frames.
+        decoded_source_frames: source frames the decoder produced for this result; below the number of
+            source frames when ``skip_unused_frames`` left unused non-reference frames undecoded.
     """
 
     keyframes: list[Image.Image]
@@ -120,6 +134,7 @@ class VideoDecomposition:
     frame_types: str
     fps: float
     frame_size: tuple[int, int]
+    decoded_source_frames: int
 
     @property
     def num_clips(self) -> int:
@@ -520,12 +535,17 @@ def _fps_graph(
     if size is not None:
         chain.append(graph.add("scale", f"{size[1]}:{size[0]}"))
     chain += [
-        graph.add("fps", f"fps={fps}"),
+        _add_fps_filter(graph, fps),
         graph.add("format", "pix_fmts=yuv420p"),
         graph.add("buffersink"),
     ]
     graph.link_nodes(*chain).configure()
     return graph
+
+
+def _add_fps_filter(graph: av.filter.Graph, fps: int) -> av.filter.FilterContext:
+    """FFmpeg's ``fps`` filter at ``fps`` frames per second (default rounding and end handling)."""
+    return graph.add("fps", f"fps={fps}")
 
 
 def _encodable_size(width: int, height: int, rotation: float | None) -> tuple[int, int] | None:
@@ -660,6 +680,91 @@ def _source_frames(
         )
 
 
+def _skipping_source_frames(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    decoder_threads: int,
+    plan: _SkipPlan,
+) -> Iterator[av.VideoFrame]:
+    """Decoded frames of ``stream``, the decoder dropping the unreferenced frames ``plan`` does not need.
+
+    Every packet whose frame is not needed goes in with ``skip_frame="NONREF"``: the decoder drops it
+    when no other frame refers to it and decodes it otherwise. The setting is read when the packet is
+    submitted (frame threads copy it then), so frames that come out later, as B-frames and frame
+    threads make them do, do not matter. Frames come out in presentation order; each is checked against
+    the plan before it is yielded.
+
+    Raises:
+        _PlanMismatch: a needed frame did not come out, a frame the plan does not know did, frames
+            came out of order or decoding failed; the frames yielded so far must then be discarded.
+    """
+    stream.thread_type = "AUTO"
+    stream.thread_count = decoder_threads
+    context = stream.codec_context
+    needed = set(plan.needed)
+    waiting, previous = 0, None  # plan.needed[waiting] is the next needed timestamp
+    try:
+        for packet in container.demux(stream):
+            context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in needed else "NONREF"
+            for frame in packet.decode():
+                pts = frame.pts
+                if pts not in plan.presented or (previous is not None and pts <= previous):
+                    raise _PlanMismatch(f"the decoder gave an unplanned frame at timestamp {pts}")
+                if waiting < len(plan.needed) and plan.needed[waiting] < pts:
+                    raise _PlanMismatch(f"the frame at timestamp {plan.needed[waiting]} was not decoded")
+                if waiting < len(plan.needed) and plan.needed[waiting] == pts:
+                    waiting += 1
+                previous = pts
+                yield frame
+    except av.FFmpegError as error:
+        raise _PlanMismatch(f"decoding failed ({_describe(error)})") from error
+    if waiting < len(plan.needed):
+        raise _PlanMismatch(f"the frame at timestamp {plan.needed[waiting]} was not decoded")
+
+
+class _Counted:
+    """Iterates over ``items`` and counts them in ``count``."""
+
+    def __init__(self, items: Iterator):
+        self._items = items
+        self.count = 0
+
+    def __iter__(self) -> Iterator:
+        for item in self._items:
+            self.count += 1
+            yield item
+
+
+def _timed_frames(
+    frames: Iterator[av.VideoFrame], stream: av.video.stream.VideoStream, fps: int
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """``(1-based number, frame)`` with the timestamps the ``fps`` filter gets, one frame behind its input.
+
+    Timestamps start at 0 (as on FFmpeg's command line); frames without one get a constant rate. The
+    last frame's duration sets where the video ends, hence how many frames are output: the one frame of
+    look-ahead knows which frame is last before it is yielded, and inputs shorter than half a tick (a
+    still image) are stretched to one tick.
+    """
+    time_base = stream.time_base or Fraction(1, 1000)
+    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    origin, previous, index = None, None, 0
+    for frame in frames:
+        pts = frame.pts if frame.pts is not None else int(index / rate / time_base)
+        origin = pts if origin is None else origin
+        frame.pts, frame.time_base = pts - origin, time_base
+        frame.duration = frame.duration or int(1 / rate / time_base)
+        index += 1
+        if previous is not None:
+            yield index - 1, previous
+        previous = frame
+    if previous is None:
+        return
+    tick = Fraction(1, fps) / time_base
+    if (previous.pts + previous.duration) < tick / 2:
+        previous.duration = math.ceil(tick) - previous.pts
+    yield index, previous
+
+
 def _resampled_frames(
     frames: Iterator[av.VideoFrame], stream: av.video.stream.VideoStream, fps: int, name: str
 ) -> Iterator[av.VideoFrame]:
@@ -669,30 +774,15 @@ def _resampled_frames(
     that time. Inputs shorter than half a tick (a still image) still give one frame.
     """
     time_base = stream.time_base or Fraction(1, 1000)
-    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-    graph, origin, previous, index = None, None, None, 0
-    for frame in frames:
+    graph = None
+    for index, frame in _timed_frames(frames, stream, fps):
         if graph is None:
             graph = _fps_graph(
                 frame, time_base, fps, _encodable_size(frame.width, frame.height, frame.rotation)
             )
-        # Timestamps start at 0 as on FFmpeg's command line; streams without them get a constant rate.
-        pts = frame.pts if frame.pts is not None else int(index / rate / time_base)
-        origin = pts if origin is None else origin
-        frame.pts, frame.time_base = pts - origin, time_base
-        # The last frame's duration sets where the video ends, hence how many frames are output.
-        frame.duration = frame.duration or int(1 / rate / time_base)
-        index += 1
-        # One frame of look-ahead, so the last frame is known before it goes in.
-        if previous is not None:
-            yield from _filter(graph, previous, name, index - 1)
-        previous = frame
-    if previous is None:
+        yield from _filter(graph, frame, name, index)
+    if graph is None:
         return
-    tick = Fraction(1, fps) / time_base
-    if (previous.pts + previous.duration) < tick / 2:
-        previous.duration = math.ceil(tick) - previous.pts
-    yield from _filter(graph, previous, name, index)
     graph.push(None)
     yield from _drain(graph)
 
@@ -716,6 +806,136 @@ def _drain(graph: av.filter.Graph) -> Iterator[av.VideoFrame]:
             yield graph.pull()
         except (av.BlockingIOError, av.EOFError):
             return
+
+
+class _PlanMismatch(Exception):
+    """A decode that skipped frames did not give the frames its :class:`_SkipPlan` expects."""
+
+
+@dataclass(frozen=True)
+class _SkipPlan:
+    """The source frames a decode must produce for the resampled output; the others may be skipped.
+
+    Attributes:
+        needed: ascending presentation timestamps (stream time base) of the frames the ``fps`` filter
+            takes, plus the first and the last frame (they set the timestamps' origin and the video's end).
+        presented: the presentation timestamps of every frame of the stream.
+    """
+
+    needed: tuple[int, ...]
+    presented: frozenset[int]
+
+
+def _single_hevc_sub_layer(extradata: bytes | None) -> bool:
+    """Whether HEVC stream headers declare a single temporal sub-layer.
+
+    Reads ``numTemporalLayers`` of an ``hvcC`` record (MP4, Matroska) or ``sps_max_sub_layers_minus1``
+    of every SPS in Annex B headers (MPEG-TS); unknown counts as no.
+    """
+    if not extradata or len(extradata) < 23:
+        return False
+    if extradata[0] == 1:
+        return (extradata[21] >> 3) & 7 == 1
+    sps_sub_layers = []
+    start = extradata.find(b"\x00\x00\x01")
+    while 0 <= start < len(extradata) - 5:
+        # 2-byte NAL header (type in bits 1-6 of the first), then the SPS's first byte: vps id (4 bits),
+        # max_sub_layers_minus1 (3 bits), temporal_id_nesting (1 bit).
+        if (extradata[start + 3] >> 1) & 0x3F == _HEVC_SPS_NAL_TYPE:
+            sps_sub_layers.append((extradata[start + 5] >> 1) & 7)
+        start = extradata.find(b"\x00\x00\x01", start + 3)
+    return bool(sps_sub_layers) and not any(sps_sub_layers)
+
+
+def _skipping_is_safe(codec_context: av.CodecContext) -> bool:
+    """Whether the decoder's ``skip_frame="NONREF"`` drops only pictures no other picture refers to."""
+    if codec_context.name in _NONREF_SAFE_CODECS:
+        return True
+    return codec_context.name == "hevc" and _single_hevc_sub_layer(codec_context.extradata)
+
+
+def _frames_taken_by_fps(
+    timestamps: list[int], durations: list[int], stream: av.video.stream.VideoStream, fps: int
+) -> set[int]:
+    """Positions (in presentation order) of the frames FFmpeg's ``fps`` filter outputs at least once.
+
+    The real filter runs on stand-ins: 8 x 1 grey frames whose pixels hold their position, timed by
+    :func:`_timed_frames` exactly as the decoded frames will be.
+
+    Args:
+        timestamps: ascending presentation timestamps of every frame, in the stream's time base.
+        durations: each frame's duration in the same units (0 when unknown).
+        stream: the video stream (time base and nominal rate).
+        fps: output frame rate.
+
+    Returns:
+        Positions into ``timestamps``.
+    """
+    time_base = stream.time_base or Fraction(1, 1000)
+    graph = av.filter.Graph()
+    graph.link_nodes(
+        graph.add_buffer(width=_PLAN_FRAME_BYTES, height=1, format="gray", time_base=time_base),
+        _add_fps_filter(graph, fps),
+        graph.add("buffersink"),
+    ).configure()
+
+    def stand_ins() -> Iterator[av.VideoFrame]:
+        for position, (pts, duration) in enumerate(zip(timestamps, durations)):
+            pixels = np.frombuffer(position.to_bytes(_PLAN_FRAME_BYTES, "little"), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels.reshape(1, -1), format="gray")
+            frame.pts, frame.duration = pts, duration
+            yield frame
+
+    taken: set[int] = set()
+    for _, frame in _timed_frames(stand_ins(), stream, fps):
+        graph.push(frame)
+        taken.update(_stand_in_positions(graph))
+    graph.push(None)
+    taken.update(_stand_in_positions(graph))
+    return taken
+
+
+def _stand_in_positions(graph: av.filter.Graph) -> Iterator[int]:
+    """Positions carried by the stand-in frames the planning graph outputs now."""
+    for frame in _drain(graph):
+        yield int.from_bytes(frame.to_ndarray()[0, :_PLAN_FRAME_BYTES].tobytes(), "little")
+
+
+def _plan_frame_skipping(source: _Source, fps: int) -> _SkipPlan | None:
+    """Demux the video stream (no decoding) and find the frames the resampling to ``fps`` will take.
+
+    Packets carry each frame's presentation timestamp and duration, so the ``fps`` filter's choice is
+    known before decoding. Returns ``None`` (decode every frame) when skipping cannot be planned or
+    gains nothing: a decoder not known to skip only unreferenced pictures, packets without timestamps
+    or with repeated ones, a demuxing error, no B-pictures where only those can be skipped, or a filter
+    that takes every frame.
+    """
+    with source.open() as container:
+        stream = _video_stream(container, source.name)
+        if not _skipping_is_safe(stream.codec_context):
+            return None
+        packets, reordered = [], False
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                if packet.pts is None:
+                    return None
+                packets.append((packet.pts, packet.duration or 0))
+                reordered = reordered or packet.dts != packet.pts
+        except av.FFmpegError:
+            return None
+        if not reordered and stream.codec_context.name in _B_PICTURES_ONLY_CODECS:
+            return None
+        packets.sort()
+        timestamps = [pts for pts, _ in packets]
+        if not timestamps or len(set(timestamps)) != len(timestamps):
+            return None
+        taken = _frames_taken_by_fps(timestamps, [duration for _, duration in packets], stream, fps)
+    needed = sorted({timestamps[position] for position in taken} | {timestamps[0], timestamps[-1]})
+    if len(needed) == len(timestamps):
+        return None
+    return _SkipPlan(needed=tuple(needed), presented=frozenset(timestamps))
 
 
 def _decode_intra_packets(packets: _SpooledRecords | list[bytes], ordinals: list[int]) -> list[Image.Image]:
@@ -782,6 +1002,95 @@ def _transcode_frames(encoder: _MotionEncoder, frames: Iterator[av.VideoFrame], 
     encoder.push(None)
 
 
+@dataclass
+class _Transcoding:
+    """What re-encoding the source leaves: the 6 fps frames' motion, their I-frame packets, the source's
+    nominal frame rate and the number of source frames decoded."""
+
+    accumulator: _MotionAccumulator
+    intra_packets: _SpooledRecords
+    nominal_rate: float
+    decoded_source_frames: int
+
+    def close(self) -> None:
+        """Delete the temporary files of the grids and packets."""
+        self.accumulator.grids.close()
+        self.intra_packets.close()
+
+
+def _transcode_source(
+    source: _Source,
+    plan: _SkipPlan | None,
+    mpeg4_file: str | os.PathLike | BinaryIO | None,
+    *,
+    fps: int,
+    bit_rate: int,
+    decoder_threads: int,
+    encoder_threads: int,
+    overlap: bool,
+) -> _Transcoding:
+    """Decode the source (skipping the frames ``plan`` allows), resample it to ``fps`` and encode it to
+    MPEG-4 Part 2, collecting the motion of every encoded frame and writing the stream to ``mpeg4_file``
+    (opened once the source is known to hold a video). Temporary files are deleted on errors."""
+    accumulator = _MotionAccumulator()
+    intra_packets = None
+    try:
+        with source.open() as container:
+            stream = _video_stream(container, source.name)
+            with _binary_writer(mpeg4_file) as stream_copy:
+                encoder = _MotionEncoder(fps, bit_rate, GOP_SIZE, encoder_threads, accumulator, stream_copy)
+                intra_packets = encoder.intra_packets
+                if plan is None:
+                    decoded = _Counted(_source_frames(container, stream, source.name, decoder_threads))
+                else:
+                    decoded = _Counted(_skipping_source_frames(container, stream, decoder_threads, plan))
+                resampled = _resampled_frames(iter(decoded), stream, fps, source.name)
+                _transcode_frames(encoder, resampled, overlap)
+            nominal_rate = float(stream.average_rate or stream.guessed_rate or fps)
+    except BaseException:
+        accumulator.grids.close()
+        if intra_packets is not None:
+            intra_packets.close()
+        raise
+    return _Transcoding(accumulator, intra_packets, nominal_rate, decoded.count)
+
+
+def _rewindable(mpeg4_file: str | os.PathLike | BinaryIO | None) -> bool:
+    """Whether what was written to ``mpeg4_file`` can be taken back, as a second decode must (a path is
+    simply opened for writing again)."""
+    if mpeg4_file is None or isinstance(mpeg4_file, (str, os.PathLike)):
+        return True
+    try:
+        return bool(mpeg4_file.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _transcode(
+    source: _Source, mpeg4_file: str | os.PathLike | BinaryIO | None, skip_unused_frames: bool, **settings
+) -> _Transcoding:
+    """:func:`_transcode_source`, skipping unused source frames when asked and planned; when that decode
+    does not give the planned frames, again decoding every frame (the same result as never skipping)."""
+    plan = None
+    if skip_unused_frames and _rewindable(mpeg4_file):
+        plan = _plan_frame_skipping(source, settings["fps"])
+    if plan is not None:
+        is_file_object = mpeg4_file is not None and not isinstance(mpeg4_file, (str, os.PathLike))
+        start = mpeg4_file.tell() if is_file_object else None
+        try:
+            return _transcode_source(source, plan, mpeg4_file, **settings)
+        except _PlanMismatch as mismatch:
+            logger.info(
+                "%s: skipping unused frames did not work out (%s); decoding every frame instead",
+                source.name,
+                mismatch,
+            )
+        if start is not None:
+            mpeg4_file.seek(start)
+            mpeg4_file.truncate()
+    return _transcode_source(source, None, mpeg4_file, **settings)
+
+
 def _read_stream_motion(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
@@ -828,6 +1137,7 @@ def decompose_video(
     encoder_threads: int = 1,
     overlap: bool = True,
     mpeg4_file: str | os.PathLike | BinaryIO | None = None,
+    skip_unused_frames: bool = True,
 ) -> VideoDecomposition:
     """Split a video into Video-LaVIT clips: one keyframe and ``clip_frames`` frames of motion each.
 
@@ -849,6 +1159,15 @@ def decompose_video(
             MPEG-4 Part 2 elementary stream, ``.m4v``: what the original writes to its temporary
             file). Decomposing it again with ``transcode=False`` gives identical results, which
             makes it a reproducible cache. Ignored when ``transcode=False``.
+        skip_unused_frames: leave undecoded the source frames that the resampling to ``fps`` drops and
+            that no other frame refers to (non-reference B/P-frames of H.264, single-layer HEVC,
+            MPEG-1/2 and MPEG-4 Part 2 streams): a demuxing pass finds the frames the ``fps`` filter
+            takes, the decoder skips the others where it can, and every needed frame is checked to
+            come out. The result is bit-identical to decoding every frame; when the check fails the
+            source is decoded again in full (logged at info level). ``decoded_source_frames`` tells
+            how many were decoded. Ignored when ``transcode=False`` (every frame's vectors are read)
+            and when ``mpeg4_file`` is a file object that cannot seek (a second decode could not
+            rewrite it).
 
     Returns:
         :class:`VideoDecomposition` with ``motion_vectors`` of shape ``[clips, 2, clip_frames, 20, 36]``.
@@ -872,23 +1191,28 @@ def decompose_video(
     source = _as_source(video)
     # The grids and I-frame packets live in temporary files until the clips are chosen.
     with contextlib.ExitStack() as spools:
-        accumulator = _MotionAccumulator()
-        spools.callback(accumulator.grids.close)
-        with source.open() as container:
-            stream = _video_stream(container, source.name)
-            if transcode:
-                with _binary_writer(mpeg4_file) as stream_copy:
-                    encoder = _MotionEncoder(
-                        fps, bit_rate, GOP_SIZE, encoder_threads, accumulator, stream_copy
-                    )
-                    spools.callback(encoder.intra_packets.close)
-                    frames = _source_frames(container, stream, source.name, decoder_threads)
-                    _transcode_frames(encoder, _resampled_frames(frames, stream, fps, source.name), overlap)
-                intra_packets = encoder.intra_packets
-            else:
+        if transcode:
+            transcoding = _transcode(
+                source,
+                mpeg4_file,
+                skip_unused_frames,
+                fps=fps,
+                bit_rate=bit_rate,
+                decoder_threads=decoder_threads,
+                encoder_threads=encoder_threads,
+                overlap=overlap,
+            )
+            spools.callback(transcoding.close)
+            accumulator, intra_packets = transcoding.accumulator, transcoding.intra_packets
+            nominal_rate, decoded_source_frames = transcoding.nominal_rate, transcoding.decoded_source_frames
+        else:
+            accumulator = _MotionAccumulator()
+            spools.callback(accumulator.grids.close)
+            with source.open() as container:
+                stream = _video_stream(container, source.name)
                 _read_stream_motion(container, stream, accumulator, source.name, fps, decoder_threads)
-                intra_packets = None
-            nominal_rate = float(stream.average_rate or stream.guessed_rate or fps)
+                nominal_rate = float(stream.average_rate or stream.guessed_rate or fps)
+            intra_packets, decoded_source_frames = None, len(accumulator.types)
 
         frame_types = "".join(accumulator.types)
         if not frame_types:
@@ -910,4 +1234,5 @@ def decompose_video(
             frame_types=frame_types,
             fps=float(fps) if transcode else accumulator.fps(nominal_rate),
             frame_size=accumulator.frame_size,
+            decoded_source_frames=decoded_source_frames,
         )
