@@ -90,6 +90,19 @@ def test_temporal_context_is_the_nearest_grid_cell_over_time(unet):
         torch.testing.assert_close(temporal[b * height * width + y * width + x], expected)
 
 
+def test_temporal_context_is_contiguous_at_batch_size_one(unet):
+    """A strided context sends the temporal key/value projections through a slower batched matmul."""
+    transformer = unet.mid_block.attentions[0]
+    context = torch.randn(FRAMES, CELLS, 5)
+    temporal = transformer.temporal_context(context, FRAMES, 8, 2)
+    assert temporal.is_contiguous()
+    grid = torch.nn.functional.interpolate(
+        context.transpose(1, 2).reshape(FRAMES, 5, 4, 4), scale_factor=(2, 0.5), mode="nearest"
+    )
+    strided = grid.view(1, FRAMES, 5, 16).permute(0, 3, 1, 2).reshape(-1, FRAMES, 5)
+    assert not strided.is_contiguous() and torch.equal(temporal, strided)
+
+
 def test_reduces_to_stable_video_diffusion_for_uniform_motion(unet):
     """With one motion feature everywhere, per-frame and per-position contexts say nothing new."""
     ours = unet.mid_block.attentions[0]
