@@ -13,15 +13,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transformers_vlavit.configuration_video_lavit import VideoLaVITConfig
-from transformers_vlavit.modeling_video_lavit import VideoLaVITForCausalLM
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return VideoLaVITForCausalLM(VideoLaVITConfig.tiny()).eval()
-
 
 @pytest.fixture(scope="module")
 def media():
