@@ -257,15 +257,17 @@ def stage_assemble(recipe: Recipe) -> None:
     ])
 
 
+def detokenizer_data(recipe: Recipe, kind: str) -> list[str]:
+    """The data arguments of the `kind` detokenizer's trainer: the keyframe rows, or the training videos."""
+    if kind == KEYFRAME_FOLDER:
+        return ["--dataset", str(recipe.path("data", "video_text"))]
+    return ["--videos", str(recipe.world / "videos" / "train")]
+
+
 def stage_detokenizer(recipe: Recipe, kind: str) -> None:
     stage = f"{kind}_detokenizer"
-    data = (
-        ["--dataset", str(recipe.path("data", "video_text"))]
-        if kind == "keyframe"
-        else ["--videos", str(recipe.world / "videos" / "train")]
-    )
     run(recipe, stage, script(f"examples/train_{stage}.py") + [
-        "--pipeline", str(recipe.path("assembled", "detokenizer", kind)), *data,
+        "--pipeline", str(recipe.path("assembled", "detokenizer", kind)), *detokenizer_data(recipe, kind),
         "--resolution", str(recipe.settings["world"]["size"]), "--output_dir", str(recipe.path(stage)),
         "--seed", str(recipe.seed), "--resume_from_checkpoint", "latest",
         *options(recipe.settings[stage]),
@@ -319,15 +321,11 @@ def stage_detokenizer_refine(recipe: Recipe, kind: str) -> None:
     shutil.copytree(recipe.path(first), start, ignore=CHECKPOINT_FILES)
     shutil.rmtree(start / VAE_FOLDER)
     shutil.copytree(vae, start / VAE_FOLDER, ignore=CHECKPOINT_FILES)
-    data = (
-        ["--dataset", str(recipe.path("data", "video_text"))]
-        if kind == KEYFRAME_FOLDER
-        else ["--videos", str(recipe.world / "videos" / "train")]
-    )
     run(recipe, stage, script(f"examples/train_{first}.py") + [
-        "--pipeline", str(start), *data, "--resolution", str(recipe.settings["world"]["size"]),
-        "--output_dir", str(recipe.path(stage)), "--seed", str(recipe.seed + 1),
-        "--resume_from_checkpoint", "latest", *options(recipe.settings[stage]),
+        "--pipeline", str(start), *detokenizer_data(recipe, kind),
+        "--resolution", str(recipe.settings["world"]["size"]), "--output_dir", str(recipe.path(stage)),
+        "--seed", str(recipe.seed + 1), "--resume_from_checkpoint", "latest",
+        *options(recipe.settings[stage]),
     ])
 
 
