@@ -159,8 +159,8 @@ def test_its_weights_load_unchanged_with_the_current_code_as_remote_code(tmp_pat
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 10: not reached yet; measured on these 20 videos (2026-12-02): colour 90%, shape 15%, "
-    "direction 85% (needs >= 85% each)",
+    reason="issue 10: not reached yet; measured on these 20 videos (2026-12-02, motion tokenizer retrained): "
+    "colour 60%, shape 40%, direction 90% (needs >= 85% each)",
 )
 def test_it_answers_questions_about_unseen_videos(unseen_world, tmp_path):
     out = tmp_path / "qa"
@@ -176,8 +176,8 @@ def test_it_answers_questions_about_unseen_videos(unseen_world, tmp_path):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 10: not reached yet; measured (2026-12-02, video detokenizer refined): colour 0 of 4, first "
-    "direction 1 of 4; the language model's keyframe codes and the motion tokenizer's decoder are the weak links",
+    reason="issue 10: not reached yet; measured (2026-12-02, motion tokenizer retrained): colour 0 of 4, first "
+    "direction 1 of 4; the language model's keyframe and motion codes for a prompt are the weak links",
 )
 def test_its_seeded_generations_pass_the_detectors(unseen_world, tmp_path):
     out = tmp_path / "t2v"
