@@ -169,16 +169,25 @@ def test_projection_fit_is_the_ridge_solution_and_lands_on_the_codes(pair):
     tokenizer, _ = pair
     pixels = torch.randn(12, 3, 56, 56)
     embeddings = torch.randn(64, 16)
-    fit = fit_projection_to_code_embeddings(tokenizer, embeddings, pixels, ridge=1e-7, batch_size=5)
-    # independent: least squares with a bias column over the kept merged tokens and their codes
+    ridge = 1e-3
+    fit = fit_projection_to_code_embeddings(tokenizer, embeddings, pixels, ridge=ridge, batch_size=5)
+    # independent: the ridge closed form (bias unpenalised, penalty relative to the mean squared feature), in
+    # float64 over the kept merged tokens and their codes, through an SVD instead of the normal equations
     features = tokenizer.vision_model(pixels)
     keep = tokenizer.select_tokens(tokenizer.token_predictor(features))  # arg-max, at least one per image
     merged = tokenizer.token_merger(features, keep)[keep > 0.5]
     ids = torch.cat(tokenizer.tokenize(pixels))
-    design = torch.cat([merged, torch.ones(len(merged), 1)], 1)
-    solution = torch.linalg.lstsq(design, embeddings[ids]).solution
+    design = torch.cat([merged, torch.ones(len(merged), 1)], 1).double()
+    targets = embeddings[ids].double()
+    lam = ridge * design[:, :-1].pow(2).sum(0).mean()
+    # the bias is unpenalised: centre it out, solve the penalised problem on the centred features, put it back
+    mean_x, mean_y = design[:, :-1].mean(0), targets.mean(0)
+    u, s, vh = torch.linalg.svd(design[:, :-1] - mean_x, full_matrices=False)
+    weight = vh.T @ torch.diag(s / (s**2 + lam)) @ u.T @ (targets - mean_y)
+    solution = torch.cat([weight, (mean_y - mean_x @ weight)[None]]).float()
+    design = design.float()
     with torch.no_grad():
-        torch.testing.assert_close(tokenizer.vit_proj(merged), design @ solution, atol=2e-3, rtol=1e-3)
+        torch.testing.assert_close(tokenizer.vit_proj(merged), design @ solution, atol=2e-4, rtol=1e-4)
         projected = torch.cat(tokenizer.encode_features(pixels))
     assert fit["tokens"] == len(ids) == len(projected)
     residual = ((design @ solution - embeddings[ids]) ** 2).sum() / ((embeddings[ids] - embeddings[ids].mean(0)) ** 2).sum()
