@@ -342,19 +342,17 @@ def fit_projection_to_code_embeddings(
     # float64: the merged tokens come out of a LayerNorm, so with the bias column the design is nearly rank
     # deficient (condition ~1e7) and float32 normal equations would lose the solution at small ridges
     design = torch.cat([inputs, torch.ones_like(inputs[:, :1])], dim=1).double()  # [M, hidden + 1]
-    targets = targets.double()
     gram = design.T @ design
     # lambda = ridge * (mean diagonal of X^T X): scale-free; the bias row/column is not penalised
     penalty = ridge * torch.diagonal(gram)[:-1].mean() * torch.eye(
         gram.shape[0], device=gram.device, dtype=gram.dtype
     )
     penalty[-1, -1] = 0.0
-    solution = torch.linalg.solve(gram + penalty, design.T @ targets)
+    solution = torch.linalg.solve(gram + penalty, design.T @ targets.double())
     projection = tokenizer.vit_proj
     projection.weight.copy_(solution[:-1].T.to(projection.weight.dtype))
     projection.bias.copy_(solution[-1].to(projection.bias.dtype))
     fitted = (design @ solution).float()
-    targets = targets.float()
     used = torch.unique(ids)
     similarity = F.normalize(fitted, dim=-1) @ F.normalize(code_embeddings.to(inputs.device).float()[used], dim=-1).T
     nearest = used[similarity.argmax(dim=-1)]
