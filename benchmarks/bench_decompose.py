@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from transformers_vlavit.machine import describe_machine
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GOLDEN = PROJECT_ROOT.parent / "shared" / "golden" / "preprocess"
 
@@ -56,22 +58,12 @@ VARIANTS = {
 
 
 def machine_description() -> str:
-    """CPU model, core counts, load and library versions."""
+    """CPU model, core counts and GPUs (`transformers_vlavit.machine`), load and library versions."""
     import av
 
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     return (
-        f"{model}; {os.cpu_count()} logical cores ({usable} usable); load average {load}; "
-        f"Python {platform.python_version()}, PyAV {av.__version__}, "
+        f"{describe_machine()}; load average {load}; Python {platform.python_version()}, PyAV {av.__version__}, "
         f"libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}"
     )
 

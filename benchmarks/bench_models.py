@@ -678,15 +678,14 @@ def run_measurement(name: str, options: dict) -> dict:
 
 
 def machine_description() -> str:
-    """CPU, load, and the versions of torch, diffusers and transformers; the GPU when there is one."""
+    """The machine (CPU, load, GPUs) and the versions of torch, diffusers and transformers."""
     import diffusers
     import transformers
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
         f"{cpu_machine_description()}; torch {torch.__version__} "
         f"({torch.get_num_threads()} threads by default), "
-        f"diffusers {diffusers.__version__}, transformers {transformers.__version__}; {gpu}"
+        f"diffusers {diffusers.__version__}, transformers {transformers.__version__}"
     )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from transformers_vlavit.machine import describe_machine
 from transformers_vlavit.shapes import detect_video
 from transformers_vlavit.shapes.world import clip_start_time
 
@@ -49,7 +50,7 @@ def main() -> None:
             hits[group]["shape"] += found.shape == row["shape"]
             hits[group]["direction"] += found.directions == row["directions"]
     elapsed = time.perf_counter() - started
-    print(f"machine: {platform.processor() or platform.machine()}, {platform.system()}, python {platform.python_version()}")
+    print(f"machine: {describe_machine()}; {platform.system()}, Python {platform.python_version()}")
     for group, counts in hits.items():
         n = counts["videos"]
         if n:

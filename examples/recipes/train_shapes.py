@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers_vlavit.layout import DETOKENIZER_FOLDER, KEYFRAME_FOLDER, VIDEO_FOLDER
+from transformers_vlavit.machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "examples" / "configs" / "shapes"
@@ -444,35 +445,12 @@ def run_recipe(recipe: Recipe, stages: list[str] | None = None, force: list[str]
         record = {
             "device": recipe.device,
             "smoke": recipe.smoke,
-            "machine": machine(),
+            "machine": describe_machine(),
             "stages": recipe.log,
             "total_wall_seconds": round(sum(s.get("wall_seconds", 0) for s in recipe.log.values()), 1),
         }
         record_path.write_text(json.dumps(record, indent=1))
     return recipe.log
-
-
-def machine() -> str:
-    """One line naming the machine (CPU model and cores; GPU when CUDA is present)."""
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            text += f", {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
