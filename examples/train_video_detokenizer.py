@@ -18,8 +18,10 @@ pipeline's `EulerDiscreteScheduler` (`v_prediction`, continuous timesteps):
   guidance in the pipeline.
 
 Trained: the U-Net and the motion condition encoder. Frozen: the VAE and the motion tokenizer. The motion
-condition is the ground-truth motion grid of each clip in the detokenizer's scale
-(`decompose_video(...).motion_vectors_unscaled`), resized to the latent size as the pipeline does.
+condition is the ground-truth motion grid of each clip in the detokenizer's scale, resized to the latent size
+as the pipeline does: `decompose_video(...).motion_vectors` (the motion tokenizer's input scale) divided by
+the pipeline's `motion_tokenizer.config.motion_scale_factor`, the factor `decode_for_detokenizer` divides
+decoded motion by at generation (10 in the release, so `motion_vectors_unscaled`; 10 without a tokenizer).
 
 Data: video files (`--videos DIR_OR_FILES`) decomposed with `decompose_video`; each clip's frames are
 the source frames resampled to `--fps` (the decomposition's frame rate) from the clip's first frame;
@@ -63,7 +65,7 @@ from detokenizer_training import (
 from diffusers_vlavit.pipelines.pipeline_video import VideoLaVITVideoPipeline
 from transformers_vlavit import decompose_video
 from transformers_vlavit.synthetic_video import write_training_sample_video
-from transformers_vlavit.video_decomposition import DEFAULT_FPS, DEFAULT_MAX_CLIPS
+from transformers_vlavit.video_decomposition import DEFAULT_FPS, DEFAULT_MAX_CLIPS, LLM_MOTION_SCALE
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov"}
 
@@ -115,12 +117,15 @@ def read_frames(path: str | Path, fps: float, evenly: int | None = None) -> list
     return [images[index] for index in sources]
 
 
-def video_clips(path: str | Path, args: argparse.Namespace) -> list[dict[str, torch.Tensor]]:
+def video_clips(
+    path: str | Path, args: argparse.Namespace, motion_scale_factor: float = LLM_MOTION_SCALE
+) -> list[dict[str, torch.Tensor]]:
     """The training clips of one video: `frames [T, 3, H, W]` in [-1, 1] and `motion [2, T, 20, 36]`
-    (detokenizer scale); a clip running past the end repeats the last frame."""
+    (detokenizer scale: the decomposition's `motion_vectors / motion_scale_factor`); a clip running past the
+    end repeats the last frame."""
     decomposition = decompose_video(path, fps=args.fps, max_clips=args.max_clips)
     frames = read_frames(path, decomposition.fps)
-    motion = decomposition.motion_vectors_unscaled
+    motion = decomposition.motion_vectors / motion_scale_factor
     clip_frames = motion.shape[2]
     height, width = args.resolution
     clips = []
@@ -232,7 +237,10 @@ def train(args: argparse.Namespace) -> list[float]:
     pipe.vae.to(accelerator.device)
     unet, motion_encoder = pipe.unet.train(), pipe.motion_encoder.train()
 
-    clips = [clip for path in video_paths(args) for clip in video_clips(path, args)]
+    # the scale the pipeline's motion tokenizer decodes to at generation, so training and sampling agree
+    tokenizer = pipe.motion_tokenizer
+    factor = LLM_MOTION_SCALE if tokenizer is None else tokenizer.config.motion_scale_factor
+    clips = [clip for path in video_paths(args) for clip in video_clips(path, args, factor)]
     loader = DataLoader(
         clips,
         batch_size=args.train_batch_size,

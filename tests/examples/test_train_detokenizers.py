@@ -137,3 +137,45 @@ def test_detokenizer_scripts_take_dashed_and_underscored_options(script_name, re
     )
     assert vars(dashed) == vars(underscored)
     assert (dashed.output_dir, dashed.max_steps, dashed.resolution) == ("out", 7, [32, 48])
+
+
+def test_video_detokenizer_trains_on_the_motion_scale_the_pipeline_decodes_to(video_script, detokenizers, tmp_path):
+    """The motion condition is `motion_vectors / motion_tokenizer.config.motion_scale_factor`, the factor
+    `decode_for_detokenizer` divides decoded motion by at generation (not a fixed 10)."""
+    import shutil
+
+    from transformers_vlavit import decompose_video
+
+    pipeline = tmp_path / "pipeline"
+    shutil.copytree(detokenizers["video"], pipeline)
+    config_path = pipeline / "motion_tokenizer" / "config.json"
+    config = json.loads(config_path.read_text())
+    assert config.get("motion_scale_factor", 10.0) == 10.0
+    config["motion_scale_factor"] = 2.5
+    config_path.write_text(json.dumps(config))
+
+    seen = []
+    original = video_script.video_clips
+
+    def recording(path, args, motion_scale_factor=video_script.LLM_MOTION_SCALE):
+        clips = original(path, args, motion_scale_factor)
+        seen.append((Path(path), motion_scale_factor, clips))
+        return clips
+
+    argv = [
+        "--pipeline", str(pipeline), "--synthetic_videos", "1", "--resolution", "32",
+        "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--seed", "0",
+    ]  # fmt: skip
+    video_script.video_clips = recording
+    try:
+        video_script.main(argv)
+    finally:
+        video_script.video_clips = original
+    (path, factor, clips), = seen
+    assert factor == 2.5
+    expected = decompose_video(path, max_clips=len(clips)).motion_vectors
+    for clip, sample in enumerate(clips):
+        torch.testing.assert_close(sample["motion"], expected[clip] / 2.5, rtol=0, atol=0)
+    # the default (a pipeline without a tokenizer, or the release's 10) is the decomposition's unscaled motion
+    default = original(path, video_script.parse_args(argv))
+    torch.testing.assert_close(default[0]["motion"], decompose_video(path).motion_vectors_unscaled[0], rtol=0, atol=0)
