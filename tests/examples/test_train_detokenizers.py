@@ -139,7 +139,9 @@ def test_detokenizer_scripts_take_dashed_and_underscored_options(script_name, re
     assert (dashed.output_dir, dashed.max_steps, dashed.resolution) == ("out", 7, [32, 48])
 
 
-def test_video_detokenizer_trains_on_the_motion_scale_the_pipeline_decodes_to(video_script, detokenizers, tmp_path):
+def test_video_detokenizer_trains_on_the_motion_scale_the_pipeline_decodes_to(
+    video_script, detokenizers, tmp_path, monkeypatch
+):
     """The motion condition is `motion_vectors / motion_tokenizer.config.motion_scale_factor`, the factor
     `decode_for_detokenizer` divides decoded motion by at generation (not a fixed 10)."""
     import shutil
@@ -166,16 +168,13 @@ def test_video_detokenizer_trains_on_the_motion_scale_the_pipeline_decodes_to(vi
         "--pipeline", str(pipeline), "--synthetic_videos", "1", "--resolution", "32",
         "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--seed", "0",
     ]  # fmt: skip
-    video_script.video_clips = recording
-    try:
-        video_script.main(argv)
-    finally:
-        video_script.video_clips = original
+    monkeypatch.setattr(video_script, "video_clips", recording)
+    video_script.main(argv)
     (path, factor, clips), = seen
     assert factor == 2.5
     expected = decompose_video(path, max_clips=len(clips)).motion_vectors
     for clip, sample in enumerate(clips):
         torch.testing.assert_close(sample["motion"], expected[clip] / 2.5, rtol=0, atol=0)
     # the default (a pipeline without a tokenizer, or the release's 10) is the decomposition's unscaled motion
-    default = original(path, video_script.parse_args(argv))
-    torch.testing.assert_close(default[0]["motion"], decompose_video(path).motion_vectors_unscaled[0], rtol=0, atol=0)
+    default = original(path, video_script.parse_args(argv))[0]["motion"]
+    torch.testing.assert_close(default, decompose_video(path).motion_vectors_unscaled[0], rtol=0, atol=0)

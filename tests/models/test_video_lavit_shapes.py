@@ -70,7 +70,6 @@ def test_its_motion_tokenizers_follow_the_recipe_config():
         assert {key: config.get(key) for key in wanted} == wanted, name
 
 
-
 def test_its_custom_code_is_the_packages_current_code():
     # trust_remote_code runs these copies: a stale one would load the weights with yesterday's behaviour
     sources: dict[str, list[bytes]] = {}  # a few names exist twice in src/ (conversion/ and models/)
