@@ -287,9 +287,20 @@ def trainer_device(recipe: Recipe) -> list[str]:
     return ["--use_cpu"] if recipe.device == "cpu" else []
 
 
+def trainer_resume(output: Path) -> list[str]:
+    """`--resume_from_checkpoint` with the newest `checkpoint-N` of a Trainer's `output` folder, or nothing.
+
+    The path, not `true`: `TrainingArguments.resume_from_checkpoint` is a string, and the Trainer reads `"true"`
+    from the command line as a folder name (`Can't find a valid checkpoint at true`)."""
+    from transformers.trainer_utils import get_last_checkpoint  # noqa: PLC0415 (keeps `--help` fast)
+
+    last = get_last_checkpoint(str(output)) if output.is_dir() else None
+    return ["--resume_from_checkpoint", last] if last else []
+
+
 def stage_pretrain(recipe: Recipe) -> None:
     output = recipe.path("pretrain")
-    resume = ["--resume_from_checkpoint", "true"] if list(output.glob("checkpoint-*")) else []
+    resume = trainer_resume(output)
     run(recipe, "pretrain", script("examples/pretrain.py") + [
         "--model", str(recipe.path("assembled")), "--video_text", str(recipe.path("data", "video_text_ids")),
         "--output_dir", str(output), "--seed", str(recipe.seed), "--report_to", "none",
@@ -301,7 +312,7 @@ def stage_pretrain(recipe: Recipe) -> None:
 def stage_sft(recipe: Recipe) -> None:
     output = recipe.path("sft")
     settings = dict(recipe.settings["sft"])
-    resume = ["--resume_from_checkpoint", "true"] if list(output.glob("checkpoint-*")) else []
+    resume = trainer_resume(output)
     run(recipe, "sft", script("examples/sft.py") + [
         "--model", str(recipe.path("pretrain")), "--train_data", str(recipe.path("data", "instructions")),
         "--use_lora", "--output_dir", str(output), "--merged_output_dir", str(recipe.path("sft_merged")),

@@ -121,6 +121,29 @@ def test_recipe_settings_merge_the_smoke_section_and_options_render_flags(script
     assert recipe.options({"batch_size": 4}, dashed=True) == ["--batch-size", "4"]
 
 
+def test_trainer_stages_resume_from_their_newest_checkpoint_by_path(scripts, tmp_path, monkeypatch):
+    """An interrupted `pretrain` / `sft` resumes from its newest `checkpoint-N` (by step, not by name), passed as a
+    path: the Trainer takes `--resume_from_checkpoint true` for a folder called `true` and stops."""
+    recipe_module = _recipe_module(scripts)
+    settings = recipe_module.load_settings(CONFIGS / "recipe.json", smoke=True)
+    recipe = recipe_module.Recipe(work_dir=tmp_path, out=tmp_path / "model", settings=settings)
+    commands = {}
+    monkeypatch.setattr(recipe_module, "run", lambda recipe, stage, command: commands.__setitem__(stage, command))
+
+    def resume_argument(stage: str) -> str | None:
+        getattr(recipe_module, f"stage_{stage}")(recipe)
+        command = commands[stage]
+        flag = "--resume_from_checkpoint"
+        return command[command.index(flag) + 1] if flag in command else None
+
+    for stage in ("pretrain", "sft"):
+        assert resume_argument(stage) is None  # a first run starts fresh
+        for step in (200, 1200, 600):
+            (tmp_path / stage / f"checkpoint-{step}").mkdir(parents=True)
+        (tmp_path / stage / "checkpoint-5000.log").write_text("not a checkpoint")
+        assert resume_argument(stage) == str(tmp_path / stage / "checkpoint-1200"), stage
+
+
 def test_model_card_reports_measured_figures_and_marks_missed_targets(scripts, tmp_path):
     card_module = _recipe_module(scripts, "model_card")
     evaluation, model = tmp_path / "evaluation", tmp_path / "model"
