@@ -290,8 +290,8 @@ def trainer_device(recipe: Recipe) -> list[str]:
 def trainer_resume(output: Path) -> list[str]:
     """`--resume_from_checkpoint` with the newest `checkpoint-N` of a Trainer's `output` folder, or nothing.
 
-    The path, not `true`: `TrainingArguments.resume_from_checkpoint` is a string, and the Trainer reads `"true"`
-    from the command line as a folder name (`Can't find a valid checkpoint at true`)."""
+    The path, not `true`: `TrainingArguments.resume_from_checkpoint` is a string, and the Trainer reads
+    `"true"` from the command line as a folder name (`Can't find a valid checkpoint at true`)."""
     from transformers.trainer_utils import get_last_checkpoint  # noqa: PLC0415 (keeps `--help` fast)
 
     last = get_last_checkpoint(str(output)) if output.is_dir() else None

@@ -122,13 +122,17 @@ def test_recipe_settings_merge_the_smoke_section_and_options_render_flags(script
 
 
 def test_trainer_stages_resume_from_their_newest_checkpoint_by_path(scripts, tmp_path, monkeypatch):
-    """An interrupted `pretrain` / `sft` resumes from its newest `checkpoint-N` (by step, not by name), passed as a
-    path: the Trainer takes `--resume_from_checkpoint true` for a folder called `true` and stops."""
+    """An interrupted `pretrain` / `sft` resumes from its newest `checkpoint-N` (by step, not by name), passed
+    as a path: the Trainer takes `--resume_from_checkpoint true` for a folder called `true` and stops."""
     recipe_module = _recipe_module(scripts)
     settings = recipe_module.load_settings(CONFIGS / "recipe.json", smoke=True)
     recipe = recipe_module.Recipe(work_dir=tmp_path, out=tmp_path / "model", settings=settings)
     commands = {}
-    monkeypatch.setattr(recipe_module, "run", lambda recipe, stage, command: commands.__setitem__(stage, command))
+
+    def record(recipe, stage: str, command: list[str]) -> None:
+        commands[stage] = command
+
+    monkeypatch.setattr(recipe_module, "run", record)
 
     def resume_argument(stage: str) -> str | None:
         getattr(recipe_module, f"stage_{stage}")(recipe)
