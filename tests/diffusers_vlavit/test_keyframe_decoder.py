@@ -29,7 +29,7 @@ def tiny_decoder(**overrides) -> KeyframeTokenDecoder:
     config.update(overrides)
     torch.manual_seed(0)
     model = KeyframeTokenDecoder(**config).eval()
-    # the learned embeddings start at zero; give them values so that the tests see them
+    # the learned embeddings start small (std 0.02); give them unit values so that the tests see them clearly
     with torch.no_grad():
         model.code_position_embedding.normal_()
         model.query_embedding.normal_()
@@ -95,6 +95,32 @@ def test_output_of_a_keyframe_does_not_depend_on_padding_or_batch():
     torch.testing.assert_close(batch_pooled[0], alone_pooled[0], atol=1e-5, rtol=1e-5)
     # the codes do reach the output: another keyframe gives other embeddings
     assert not torch.allclose(batch_prompt[0], batch_prompt[1], atol=1e-3)
+
+
+def test_a_new_decoder_can_learn_a_different_token_per_query():
+    """Zero-initialised learned queries are identical and get identical updates, so the decoder's tokens stay
+    one token repeated: the best such output is the mean target over the queries, whose squared error is the
+    targets' variance over the queries (the bound below). A decoder that can train its queries apart goes
+    well under it."""
+    torch.manual_seed(0)
+    model = KeyframeTokenDecoder(
+        code_dim=8, hidden_size=32, num_layers=1, num_attention_heads=2, num_queries=4, max_code_tokens=4,
+        decoder_out_dim=16, prompt_embed_dims=(8, 8), pooled_projection_dim=8,
+    )
+    codes = torch.randn(3, 8)
+    target = torch.randn(1, 4, 16)
+    collapsed_bound = ((target - target.mean(dim=1, keepdim=True)) ** 2).mean().item()
+    with torch.no_grad():
+        start, _ = model(codes, [3])
+    assert (start - start.mean(dim=1, keepdim=True)).abs().max() > 1e-4
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        prompt_embeds, _ = model(codes, [3])
+        loss = torch.nn.functional.mse_loss(prompt_embeds, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.25 * collapsed_bound
 
 
 def test_code_order_matters_through_position_embeddings():

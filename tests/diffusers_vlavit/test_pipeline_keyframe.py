@@ -75,7 +75,9 @@ def test_deterministic_under_a_fixed_generator_and_batch_consistent(pipe):
         output_type="pt",
         generator=[torch.Generator().manual_seed(11)],
     ).images
-    torch.testing.assert_close(batch[1:], alone, atol=1e-5, rtol=1e-5)
+    # float32 rounding of the batched matmuls reaches ~2e-5 in the images (the decoder alone agrees to 1e-15 in
+    # float64); a code of the other keyframe leaking through the padding mask would move them by ~1e-2
+    torch.testing.assert_close(batch[1:], alone, atol=1e-4, rtol=1e-4)
 
 
 def test_codes_and_guidance_change_the_image(pipe):

@@ -138,6 +138,10 @@ class KeyframeTokenDecoder(ModelMixin, ConfigMixin, AttentionMixin):
         self.in_proj = nn.Linear(code_dim, hidden_size)
         self.code_position_embedding = nn.Parameter(torch.zeros(1, max_code_tokens, hidden_size))
         self.query_embedding = nn.Parameter(torch.zeros(1, num_queries, hidden_size))
+        # Random, not zero: identical queries get identical updates, so zero-initialised ones would stay one
+        # token repeated `num_queries` times for the whole training (the released weights replace both).
+        nn.init.trunc_normal_(self.code_position_embedding, std=0.02)
+        nn.init.trunc_normal_(self.query_embedding, std=0.02)
         self.blocks = nn.ModuleList(
             [
                 BasicTransformerBlock(
