@@ -4,10 +4,18 @@ Each image is tokenized by the frozen visual tokenizer; the keyframe token decod
 embeddings into SDXL `prompt_embeds` / `pooled_prompt_embeds`, which condition the U-Net (with the
 `add_time_ids` original size, crop top-left, target size). The loss is the denoising loss of the
 pipeline's noise schedule (a `DDPMScheduler` built from its Euler-ancestral configuration, the SDXL
-`scaled_linear` betas): uniform timesteps, `noisy = add_noise(latents, noise, t)`, mean squared error
+`scaled_linear` betas): timesteps drawn uniformly, or with `--timestep_sampling logit_normal` from
+SD3's logit-normal density (`--logit_mean` above 0 draws noisier timesteps more often, where the condition
+decides colour and layout), `noisy = add_noise(latents, noise, t)`, mean squared error
 against the noise (`epsilon`) or the velocity (`v_prediction`), as the schedule's `prediction_type`
 says. Condition dropout (`--condition_dropout`) zeroes both embeddings of a sample: the pipeline's
 unconditional branch for classifier-free guidance.
+
+`--whiten_code_embeddings N` starts the token decoder's input projection from a whitening of the code
+embeddings of N training keyframes: a small tokenizer's l2-normalised codes can lie within 0.005 of each
+other around one dominant direction, so a plain linear projection sees every keyframe as nearly the same
+input; `W' = W P`, `b' = b - W P mean` with `P = Cov^(-1/2)` (eigenvalues floored at `--whitening_floor` of
+their mean) gives the decoder's first layer the codes' differences at unit scale (the same layer, new values).
 
 Trained: the keyframe token decoder and the U-Net. Frozen: the VAE and the visual tokenizer.
 
@@ -35,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
+from diffusers.training_utils import compute_density_for_timestep_sampling
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -80,8 +89,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--condition_dropout", type=float, default=0.1, help="chance to zero a sample's condition"
     )
+    parser.add_argument(
+        "--timestep_sampling",
+        choices=("uniform", "logit_normal"),
+        default="uniform",
+        help="density of the training timesteps (logit_normal: SD3's, see --logit_mean / --logit_std)",
+    )
+    parser.add_argument("--logit_mean", type=float, default=0.0, help="logit-normal mean (> 0: noisier)")
+    parser.add_argument("--logit_std", type=float, default=1.0, help="logit-normal standard deviation")
+    parser.add_argument(
+        "--whiten_code_embeddings",
+        type=int,
+        default=0,
+        help="start the token decoder's input projection from a whitening of N keyframes' codes (0: no)",
+    )
+    parser.add_argument(
+        "--whitening_floor", type=float, default=1e-3, help="eigenvalue floor, a fraction of their mean"
+    )
     add_training_arguments(parser, train_batch_size=4)
-    return parse_training_args(parser, argv)
+    args = parse_training_args(parser, argv)
+    if args.logit_std <= 0:
+        raise KeyframeDetokenizerTrainingError(f"--logit_std must be positive, got {args.logit_std}")
+    return args
 
 
 def training_images(args: argparse.Namespace) -> list[Image.Image]:
@@ -119,6 +148,57 @@ def collate(images: list[Image.Image], height: int, width: int) -> dict:
     return {"pixels": to_pixels(images, height, width), "images": list(images)}
 
 
+def code_whitening(code_embeddings: torch.Tensor, floor: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean `[code_dim]` and whitening matrix `P [code_dim, code_dim]` (symmetric, `Cov^(-1/2)`) of
+    `code_embeddings [N, code_dim]`; eigenvalues below `floor` times their mean are raised to it."""
+    values = code_embeddings.double()
+    mean = values.mean(0)
+    centred = values - mean
+    covariance = centred.T @ centred / max(len(values) - 1, 1)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    eigenvalues = eigenvalues.clamp(min=floor * float(eigenvalues.mean().clamp(min=1e-12)))
+    whitening = eigenvectors @ torch.diag(eigenvalues.rsqrt()) @ eigenvectors.T
+    return mean.float(), whitening.float()
+
+
+@torch.no_grad()
+def whiten_input_projection(keyframe_decoder, mean: torch.Tensor, whitening: torch.Tensor) -> None:
+    """Make `keyframe_decoder.in_proj(x)` compute `W P (x - mean) + b` (its own `W`, `b` before)."""
+    projection = keyframe_decoder.in_proj
+    weight = projection.weight.double() @ whitening.double().to(projection.weight.device)
+    projection.bias.sub_((weight @ mean.double().to(weight.device)).to(projection.bias.dtype))
+    projection.weight.copy_(weight.to(projection.weight.dtype))
+
+
+def whiten_from_images(pipe: VideoLaVITKeyframePipeline, images: list[Image.Image], args, device) -> None:
+    """`--whiten_code_embeddings`: whiten the decoder's input over the codes of the first N `images`."""
+    chosen = images[: args.whiten_code_embeddings]
+    embeddings = []
+    with torch.no_grad():
+        for start in range(0, len(chosen), 64):
+            codes, _ = pipe.embed_token_ids(pipe.tokenize_images(chosen[start : start + 64], device), device)
+            embeddings.append(codes.float().cpu())
+    mean, whitening = code_whitening(torch.cat(embeddings), args.whitening_floor)
+    whiten_input_projection(pipe.keyframe_decoder, mean, whitening)
+
+
+def training_timesteps(
+    args: argparse.Namespace,
+    num_train_timesteps: int,
+    batch_size: int,
+    device: torch.device | str,
+    generator: torch.Generator | None = None,
+) -> torch.LongTensor:
+    """`[batch_size]` training timesteps in `[0, num_train_timesteps)`: uniform, or `t = floor(T * u)` with
+    `u = sigmoid(n)`, `n ~ N(--logit_mean, --logit_std)` (`--timestep_sampling logit_normal`)."""
+    if args.timestep_sampling == "uniform":
+        return torch.randint(0, num_train_timesteps, (batch_size,), generator=generator, device=device)
+    u = compute_density_for_timestep_sampling(
+        "logit_normal", batch_size, args.logit_mean, args.logit_std, device=device, generator=generator
+    )
+    return (u * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
+
+
 def denoising_loss(
     pipe: VideoLaVITKeyframePipeline,
     unet,
@@ -144,9 +224,8 @@ def denoising_loss(
     pooled_prompt_embeds = pooled_prompt_embeds * keep.view(-1, 1)
 
     noise = torch.randn(latents.shape, generator=generator, device=device)
-    timesteps = torch.randint(
-        0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator, device=device
-    )
+    num_train_timesteps = noise_scheduler.config.num_train_timesteps
+    timesteps = training_timesteps(args, num_train_timesteps, batch_size, device, generator)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
@@ -181,8 +260,12 @@ def train(args: argparse.Namespace) -> list[float]:
     unet, keyframe_decoder = pipe.unet.train(), pipe.keyframe_decoder.train()
 
     height, width = args.resolution
+    images = training_images(args)
+    if args.whiten_code_embeddings > 0:
+        # before `prepare`; a resumed run's checkpoint then replaces these weights with its own
+        whiten_from_images(pipe, images, args, accelerator.device)
     loader = DataLoader(
-        training_images(args),
+        images,
         batch_size=args.train_batch_size,
         shuffle=True,
         # shuffled by the seedable sampler; this generator keeps iterators off the global RNG (see run_training)

@@ -125,6 +125,82 @@ def test_train_keyframe_detokenizer_loss_falls_and_resumes(keyframe_script, deto
     assert len(resumed) == 1
 
 
+@pytest.mark.parametrize("mean, std", [(0.0, 1.0), (1.0, 1.0), (-0.5, 0.5)])
+def test_keyframe_logit_normal_timesteps_follow_their_closed_form_distribution(keyframe_script, mean, std):
+    """P(t < k) = P(sigmoid(n) < k / T) = Phi((logit(k / T) - mean) / std) for n ~ N(mean, std)."""
+    args = keyframe_script.parse_args(
+        ["--pipeline", "p", "--output_dir", "o", "--timestep_sampling", "logit_normal",
+         "--logit_mean", str(mean), "--logit_std", str(std)]
+    )  # fmt: skip
+    draws = 40_000
+    timesteps = keyframe_script.training_timesteps(args, 1000, draws, "cpu", torch.Generator().manual_seed(0))
+    assert timesteps.dtype == torch.long and int(timesteps.min()) >= 0 and int(timesteps.max()) <= 999
+    normal = torch.distributions.Normal(mean, std)
+    for k in (100, 300, 500, 700, 900):
+        expected = float(normal.cdf(torch.logit(torch.tensor(k / 1000))))
+        observed = float((timesteps < k).double().mean())
+        assert abs(observed - expected) < 0.01, (k, observed, expected)  # 5 standard errors at most
+
+
+def test_keyframe_uniform_timesteps_are_the_default_and_uniform(keyframe_script):
+    args = keyframe_script.parse_args(["--pipeline", "p", "--output_dir", "o"])
+    assert args.timestep_sampling == "uniform"
+    generator = torch.Generator().manual_seed(0)
+    timesteps = keyframe_script.training_timesteps(args, 1000, 40_000, "cpu", generator)
+    for k in (100, 500, 900):
+        assert abs(float((timesteps < k).double().mean()) - k / 1000) < 0.01
+
+
+def test_keyframe_logit_std_must_be_positive(keyframe_script):
+    with pytest.raises(keyframe_script.KeyframeDetokenizerTrainingError, match="logit_std"):
+        keyframe_script.parse_args(["--pipeline", "p", "--output_dir", "o", "--logit_std", "0"])
+
+
+def _clustered_codes(generator: torch.Generator, count: int = 400) -> torch.Tensor:
+    """Unit vectors close together around one direction, as a small visual tokenizer's used codes are."""
+    base = torch.nn.functional.normalize(torch.randn(16, generator=generator), dim=0)
+    spread = torch.randn(count, 16, generator=generator) * torch.logspace(-1, -3, 16)
+    return torch.nn.functional.normalize(base + spread, dim=-1)
+
+
+def test_code_whitening_gives_unit_covariance_and_floors_flat_directions(keyframe_script):
+    codes = _clustered_codes(torch.Generator().manual_seed(0)).double()
+    mean, whitening = keyframe_script.code_whitening(codes, floor=1e-9)
+    white = (codes - mean.double()) @ whitening.double().T
+    covariance = white.T @ white / (len(codes) - 1)
+    torch.testing.assert_close(covariance, torch.eye(16, dtype=torch.float64), atol=2e-3, rtol=0)
+    torch.testing.assert_close(whitening, whitening.T)
+    # rank 1 data (every code on one line): the flat directions get the floor, not an infinite gain
+    line = torch.linspace(-1, 1, 50)[:, None] * torch.ones(1, 16)
+    _, floored = keyframe_script.code_whitening(line, floor=1e-3)
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(line.T))
+    assert torch.isfinite(floored).all()
+    expected_gain = (1e-3 * eigenvalues.mean()).rsqrt()  # closed form: the floor's gain
+    torch.testing.assert_close(torch.linalg.matrix_norm(floored, ord=2), expected_gain, rtol=1e-3, atol=0)
+
+
+def test_whitened_input_projection_is_w_p_x_minus_mean_and_separates_near_codes(keyframe_script):
+    from diffusers_vlavit.models.keyframe_decoder import KeyframeTokenDecoder
+
+    generator = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    decoder = KeyframeTokenDecoder(
+        code_dim=16, hidden_size=32, num_layers=1, num_attention_heads=2, num_queries=4, max_code_tokens=8,
+        decoder_out_dim=32, prompt_embed_dims=(16, 16), pooled_projection_dim=16,
+    )  # fmt: skip
+    codes = _clustered_codes(generator)
+    weight, bias = decoder.in_proj.weight.detach().clone(), decoder.in_proj.bias.detach().clone()
+    before = decoder.in_proj(codes).detach()
+    mean, whitening = keyframe_script.code_whitening(codes)
+    keyframe_script.whiten_input_projection(decoder, mean, whitening)
+    x = torch.randn(5, 16, generator=generator)
+    expected = (x.double() - mean.double()) @ (weight.double() @ whitening.double()).T + bias.double()
+    torch.testing.assert_close(decoder.in_proj(x).double(), expected, rtol=1e-4, atol=1e-4)
+    after = decoder.in_proj(codes).detach()
+    # nearby codes: the projection's outputs now vary at the scale of a random projection of unit inputs
+    assert float(before.std(0).mean()) < 0.05 < 0.3 < float(after.std(0).mean())
+
+
 @pytest.mark.parametrize("script_name", ["video_script", "keyframe_script"])
 def test_detokenizer_scripts_take_dashed_and_underscored_options(script_name, request):
     script = request.getfixturevalue(script_name)

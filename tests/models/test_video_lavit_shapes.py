@@ -190,8 +190,8 @@ def test_it_answers_questions_about_unseen_videos(unseen_world, tmp_path):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 10: not reached yet; measured (2026-12-03, 1600 pre-training steps): colour 0 of 4, first "
-    "direction 2 of 4; the keyframe detokenizer is the weak link (right colour for 45% of true test codes)",
+    reason="issue 10: not reached yet; measured (2026-12-04, whitened keyframe detokenizer): colour 4 of 4, "
+    "first direction 0 of 4 (three drift right or left where the prompt says still)",
 )
 def test_its_seeded_generations_pass_the_detectors(unseen_world, tmp_path):
     out = tmp_path / "t2v"
