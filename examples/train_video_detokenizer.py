@@ -15,7 +15,12 @@ pipeline's `EulerDiscreteScheduler` (`v_prediction`, continuous timesteps):
   loss is `lambda(sigma) * |D - x_0|^2` with EDM's weight `lambda = (sigma^2 + 1) / sigma^2`;
 - condition dropout: with probability `--condition_dropout` a sample loses its keyframe latent, its motion
   channels and its motion features together, exactly the unconditional branch of classifier-free
-  guidance in the pipeline.
+  guidance in the pipeline;
+- motion shift (`--motion_shift_probability`, default 0, off): a sample's motion grid is rolled by a random
+  whole-cell offset in both axes while its keyframe and frames stay, so the U-Net learns to move what the
+  keyframe shows along the motion even where the motion field was placed elsewhere. At generation the
+  keyframe is rendered from visual codes that need not pin down where the object is, while the language
+  model places the motion where it expects it; without this the U-Net moves the object to the motion.
 
 Trained: the U-Net and the motion condition encoder. Frozen: the VAE and the motion tokenizer. The motion
 condition is the ground-truth motion grid of each clip in the detokenizer's scale, resized to the latent size
@@ -89,8 +94,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--condition_dropout", type=float, default=0.1, help="chance to drop every condition")
     parser.add_argument("--noise_aug_strength", type=float, default=0.02, help="keyframe noise augmentation")
     parser.add_argument("--motion_bucket_id", type=int, default=127)
+    parser.add_argument(
+        "--motion_shift_probability",
+        type=float,
+        default=0.0,
+        help="chance to roll a sample's motion grid by a random offset (keyframe and frames unchanged)",
+    )
     add_training_arguments(parser, train_batch_size=1)
-    return parse_training_args(parser, argv)
+    args = parse_training_args(parser, argv)
+    if not 0.0 <= args.motion_shift_probability <= 1.0:
+        raise VideoDetokenizerTrainingError(
+            f"--motion_shift_probability must lie in [0, 1], got {args.motion_shift_probability}"
+        )
+    return args
 
 
 def read_frames(path: str | Path, fps: float, evenly: int | None = None) -> list[Image.Image]:
@@ -160,6 +176,33 @@ def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {key: torch.stack([sample[key] for sample in samples]) for key in samples[0]}
 
 
+def shift_motion(
+    motion: torch.Tensor, probability: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Roll each sample's motion grid by a random whole-cell offset with chance `probability`.
+
+    Args:
+        motion: `[B, 2, T, h, w]` motion grids.
+        probability: chance per sample to be rolled; the offsets are uniform over `[0, h)` x `[0, w)`, so a
+            rolled field keeps every vector (what leaves one edge enters at the other) but not its place.
+        generator: the random source of the choices and the offsets.
+
+    Returns:
+        `[B, 2, T, h, w]`: a new tensor; samples not chosen (or drawn offset (0, 0)) are unchanged.
+    """
+    if probability <= 0:
+        return motion
+    batch_size, height, width = motion.shape[0], motion.shape[-2], motion.shape[-1]
+    device = motion.device
+    chosen = torch.rand(batch_size, generator=generator, device=device) < probability
+    rows = torch.randint(height, (batch_size,), generator=generator, device=device)
+    columns = torch.randint(width, (batch_size,), generator=generator, device=device)
+    shifted = []
+    for sample, pick, row, column in zip(motion, chosen.tolist(), rows.tolist(), columns.tolist()):
+        shifted.append(sample.roll((row, column), dims=(-2, -1)) if pick else sample)
+    return torch.stack(shifted)
+
+
 def edm_preconditioning(sigmas: torch.Tensor) -> dict[str, torch.Tensor]:
     """EDM coefficients of `EulerDiscreteScheduler`'s `v_prediction` for `sigmas [B]`, each `[B, 1, 1, 1, 1]`:
     `c_in`, `c_skip`, `c_out`, the loss weight and the U-Net timestep `c_noise [B]`."""
@@ -196,6 +239,7 @@ def denoising_loss(
             frames[:, 0].shape, generator=generator, device=device, dtype=dtype
         )
         image_latents = vae.encode(keyframes.to(vae.dtype)).latent_dist.mode().float()
+        motion = shift_motion(motion, args.motion_shift_probability, generator)
         motion_latents = pipe.motion_at_latent_size(None, motion, height, width, device).float()
 
     keep = torch.rand(batch_size, generator=generator, device=device) >= args.condition_dropout

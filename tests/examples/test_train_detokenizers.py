@@ -254,3 +254,68 @@ def test_video_detokenizer_trains_on_the_motion_scale_the_pipeline_decodes_to(
     # the default (a pipeline without a tokenizer, or the release's 10) is the decomposition's unscaled motion
     default = original(path, video_script.parse_args(argv))[0]["motion"]
     torch.testing.assert_close(default, decompose_video(path).motion_vectors_unscaled[0], rtol=0, atol=0)
+
+
+def _roll_offset(original: torch.Tensor, shifted: torch.Tensor) -> tuple[int, int] | None:
+    """The `(rows, columns)` offset that turns `original [..., h, w]` into `shifted`, by exhaustive search."""
+    height, width = original.shape[-2:]
+    for row in range(height):
+        for column in range(width):
+            moved = torch.cat([original[..., height - row :, :], original[..., : height - row, :]], dim=-2)
+            moved = torch.cat([moved[..., width - column :], moved[..., : width - column]], dim=-1)
+            if torch.equal(moved, shifted):
+                return row, column
+    return None
+
+
+def test_motion_shift_rolls_chosen_fields_by_uniform_offsets(video_script):
+    generator = torch.Generator().manual_seed(0)
+    motion = torch.randn(400, 2, 3, 5, 7, generator=generator)
+    shifted = video_script.shift_motion(motion, 0.5, torch.Generator().manual_seed(1))
+    assert shifted.shape == motion.shape
+    offsets = [_roll_offset(original, moved) for original, moved in zip(motion, shifted)]
+    assert None not in offsets  # every field is its own, moved whole: no vector lost, none made up
+    moved = [offset for offset in offsets if offset != (0, 0)]
+    # chance 0.5, and a chosen field still draws (0, 0) one time in 35: 400 * (0.5 + 0.5 / 35) ~ 206 unchanged
+    assert 160 <= len(offsets) - len(moved) <= 250
+    assert {column for _, column in moved} >= set(range(1, 7))
+    assert {row for row, _ in moved} >= set(range(1, 5))
+    # never rolled at chance 0 (the default), always at chance 1 (bar the (0, 0) draws)
+    assert video_script.shift_motion(motion, 0.0) is motion
+    assert video_script.parse_args(["--pipeline", "p", "--output_dir", "o"]).motion_shift_probability == 0.0
+    always = video_script.shift_motion(motion, 1.0, torch.Generator().manual_seed(2))
+    unchanged = sum(torch.equal(a, b) for a, b in zip(motion, always))
+    assert unchanged <= 30
+
+
+@pytest.mark.parametrize("probability", ["-0.1", "1.5"])
+def test_motion_shift_probability_must_be_a_chance(video_script, probability):
+    with pytest.raises(video_script.VideoDetokenizerTrainingError, match="motion_shift_probability"):
+        video_script.parse_args(["--pipeline", "p", "--output_dir", "o", "--motion_shift_probability", probability])
+
+
+def test_denoising_loss_conditions_on_the_shifted_motion(video_script, detokenizers, tmp_path):
+    """The U-Net's motion input is the shifted grid, and the frames (its target) are not shifted."""
+    from diffusers_vlavit.pipelines.pipeline_video import VideoLaVITVideoPipeline
+
+    pipe = VideoLaVITVideoPipeline.from_pretrained(detokenizers["video"], trust_remote_code=True)
+    frames = torch.rand(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    motion = torch.randn(2, 2, 3, 20, 36, generator=torch.Generator().manual_seed(1))
+    seen = []
+    original = pipe.motion_at_latent_size
+
+    def recording(image, grid, height, width, device):
+        seen.append(grid.clone())
+        return original(image, grid, height, width, device)
+
+    pipe.motion_at_latent_size = recording
+    for probability in (0.0, 1.0):
+        args = video_script.parse_args(
+            ["--pipeline", "p", "--output_dir", "o", "--motion_shift_probability", str(probability)]
+        )
+        loss = fixed_batch_loss(video_script, pipe, args, {"frames": frames, "motion": motion}, pipe.unet,
+                                pipe.motion_encoder)  # fmt: skip
+        assert torch.isfinite(torch.tensor(loss))
+    torch.testing.assert_close(seen[0], motion, rtol=0, atol=0)
+    offsets = [_roll_offset(original_field, field) for original_field, field in zip(motion, seen[1])]
+    assert None not in offsets and (0, 0) not in offsets

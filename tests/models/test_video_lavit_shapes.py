@@ -190,8 +190,8 @@ def test_it_answers_questions_about_unseen_videos(unseen_world, tmp_path):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 10: not reached yet; measured (2026-12-04, whitened keyframe detokenizer): colour 4 of 4, "
-    "first direction 0 of 4 (three drift right or left where the prompt says still)",
+    reason="issue 10: not reached yet; measured (2026-12-04, motion-shift video detokenizer): colour 3 of 4, "
+    "first direction 0 of 4 (two stay still, two drift right)",
 )
 def test_its_seeded_generations_pass_the_detectors(unseen_world, tmp_path):
     out = tmp_path / "t2v"

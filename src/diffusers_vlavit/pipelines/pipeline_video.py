@@ -264,9 +264,10 @@ class VideoLaVITVideoPipeline(CustomPipelineSavingMixin, DiffusionPipeline):
             motion_ids: ``[batch, num_tokens]`` 0-based motion codes (135 at full size); needs
                 ``motion_tokenizer``.
             motion: instead of codes, a motion grid ``[batch, 2, frames, h, w]`` of any spatial size in the
-                *detokenizer* scale (displacement / frame size / std, without the language-model path's extra
-                factor 10): ``decompose_video(...).motion_vectors_unscaled``, or ``motion_vectors`` divided by
-                the motion tokenizer's ``motion_scale_factor``. It is resized bicubically to the latent size.
+                *detokenizer* scale, the scale the motion tokenizer decodes codes to: ``decompose_video(...)
+                .motion_vectors`` divided by ``motion_tokenizer.config.motion_scale_factor``. In the release
+                that factor is 10, so the grid is ``motion_vectors_unscaled``; a model trained with another
+                factor (Video-LaVIT-Shapes: 1) needs its own. It is resized bicubically to the latent size.
             height, width: frame size in pixels (default: the U-Net's sample size times the VAE factor).
             num_frames: frames per clip; must equal the motion's (default: the motion's, 24 at full size).
             num_inference_steps: EDM sampling steps.
