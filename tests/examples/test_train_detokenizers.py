@@ -291,11 +291,13 @@ def test_motion_shift_rolls_chosen_fields_by_uniform_offsets(video_script):
 @pytest.mark.parametrize("probability", ["-0.1", "1.5"])
 def test_motion_shift_probability_must_be_a_chance(video_script, probability):
     with pytest.raises(video_script.VideoDetokenizerTrainingError, match="motion_shift_probability"):
-        video_script.parse_args(["--pipeline", "p", "--output_dir", "o", "--motion_shift_probability", probability])
+        video_script.parse_args(
+            ["--pipeline", "p", "--output_dir", "o", "--motion_shift_probability", probability]
+        )
 
 
-def test_denoising_loss_conditions_on_the_shifted_motion(video_script, detokenizers, tmp_path):
-    """The U-Net's motion input is the shifted grid, and the frames (its target) are not shifted."""
+def test_denoising_loss_conditions_on_the_shifted_motion(video_script, detokenizers):
+    """The motion the U-Net is conditioned on is the batch's grid at chance 0 and a roll of it at chance 1."""
     from diffusers_vlavit.pipelines.pipeline_video import VideoLaVITVideoPipeline
 
     pipe = VideoLaVITVideoPipeline.from_pretrained(detokenizers["video"], trust_remote_code=True)
@@ -313,8 +315,8 @@ def test_denoising_loss_conditions_on_the_shifted_motion(video_script, detokeniz
         args = video_script.parse_args(
             ["--pipeline", "p", "--output_dir", "o", "--motion_shift_probability", str(probability)]
         )
-        loss = fixed_batch_loss(video_script, pipe, args, {"frames": frames, "motion": motion}, pipe.unet,
-                                pipe.motion_encoder)  # fmt: skip
+        batch = {"frames": frames, "motion": motion}
+        loss = fixed_batch_loss(video_script, pipe, args, batch, pipe.unet, pipe.motion_encoder)
         assert torch.isfinite(torch.tensor(loss))
     torch.testing.assert_close(seen[0], motion, rtol=0, atol=0)
     offsets = [_roll_offset(original_field, field) for original_field, field in zip(motion, seen[1])]
