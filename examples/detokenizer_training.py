@@ -103,11 +103,18 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def resume_folder(args: argparse.Namespace) -> Path | None:
+    """The checkpoint `--resume_from_checkpoint` (`latest` or a folder) names; None when there is none."""
+    requested = args.resume_from_checkpoint
+    if requested == "latest":
+        return latest_checkpoint(Path(args.output_dir))
+    return None if requested is None else Path(requested)
+
+
 def resume_step(accelerator: Accelerator, args: argparse.Namespace) -> int:
     """Restore the state of `--resume_from_checkpoint` (`latest` or a folder) and return its optimizer
     step; 0 when there is nothing to resume."""
-    requested = args.resume_from_checkpoint
-    folder = latest_checkpoint(Path(args.output_dir)) if requested == "latest" else requested
+    folder = resume_folder(args)
     if folder is None:
         return 0
     accelerator.load_state(str(folder))

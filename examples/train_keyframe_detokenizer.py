@@ -53,6 +53,7 @@ from detokenizer_training import (
     add_training_arguments,
     build_accelerator,
     parse_training_args,
+    resume_folder,
     run_training,
     to_pixels,
 )
@@ -261,8 +262,8 @@ def train(args: argparse.Namespace) -> list[float]:
 
     height, width = args.resolution
     images = training_images(args)
-    if args.whiten_code_embeddings > 0:
-        # before `prepare`; a resumed run's checkpoint then replaces these weights with its own
+    if args.whiten_code_embeddings > 0 and resume_folder(args) is None:
+        # a resumed run's checkpoint holds the whitened projection it trained on
         whiten_from_images(pipe, images, args, accelerator.device)
     loader = DataLoader(
         images,

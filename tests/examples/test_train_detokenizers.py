@@ -321,3 +321,41 @@ def test_denoising_loss_conditions_on_the_shifted_motion(video_script, detokeniz
     torch.testing.assert_close(seen[0], motion, rtol=0, atol=0)
     offsets = [_roll_offset(original_field, field) for original_field, field in zip(motion, seen[1])]
     assert None not in offsets and (0, 0) not in offsets
+
+
+def test_keyframe_whitening_runs_on_a_new_run_and_not_on_a_resumed_one(
+    keyframe_script, detokenizers, tmp_path, monkeypatch
+):
+    """A resumed run takes its whitened projection from the checkpoint, so it does not tokenize keyframes."""
+    calls = []
+    original = keyframe_script.whiten_from_images
+
+    def recording(pipe, images, args, device):
+        calls.append(len(images))
+        return original(pipe, images, args, device)
+
+    monkeypatch.setattr(keyframe_script, "whiten_from_images", recording)
+    argv = [
+        "--pipeline", str(detokenizers["keyframe"]), "--synthetic_videos", "2", "--resolution", "64",
+        "--output_dir", str(tmp_path / "out"), "--train_batch_size", "2", "--checkpointing_steps", "1",
+        "--seed", "0", "--whiten_code_embeddings", "4", "--resume_from_checkpoint", "latest",
+    ]  # fmt: skip
+    assert len(keyframe_script.main([*argv, "--max_steps", "1"])) == 1
+    assert len(calls) == 1  # nothing to resume from: whitened
+    assert len(keyframe_script.main([*argv, "--max_steps", "2"])) == 1
+    assert len(calls) == 1  # resumed from checkpoint-1: not whitened again
+
+
+def test_resume_folder_names_the_checkpoint_to_resume(scripts, tmp_path):
+    import argparse
+
+    training = scripts.load(scripts.examples / "detokenizer_training.py")
+    for step in (2, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    latest = argparse.Namespace(resume_from_checkpoint="latest", output_dir=str(tmp_path))
+    assert training.resume_folder(latest) == tmp_path / "checkpoint-10"  # by step, not by name
+    empty = argparse.Namespace(resume_from_checkpoint="latest", output_dir=str(tmp_path / "none"))
+    assert training.resume_folder(empty) is None
+    named = argparse.Namespace(resume_from_checkpoint=str(tmp_path / "checkpoint-2"), output_dir="x")
+    assert training.resume_folder(named) == tmp_path / "checkpoint-2"
+    assert training.resume_folder(argparse.Namespace(resume_from_checkpoint=None, output_dir="x")) is None
