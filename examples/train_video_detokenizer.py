@@ -188,7 +188,8 @@ def shift_motion(
         generator: the random source of the choices and the offsets.
 
     Returns:
-        `[B, 2, T, h, w]`: a new tensor; samples not chosen (or drawn offset (0, 0)) are unchanged.
+        `[B, 2, T, h, w]`: `motion` itself when `probability <= 0`, else a new tensor in which samples not
+        chosen (or drawn offset (0, 0)) are unchanged.
     """
     if probability <= 0:
         return motion
